@@ -1,0 +1,1 @@
+"""pynas benchmarks; installed as ``pynas.bench`` and run with ``pynas bench NAME``."""

@@ -1,0 +1,30 @@
+"""``pynas bench NAME [options]``: run a benchmark of bench/ (installed as pynas.bench)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from pynas.errors import UsageError
+
+BENCHMARKS = {
+    "ops": "fused DARTS mixed op against the original DARTS form and torch.compile",
+    "nb201": "strategies on the NAS-Bench-201 table (mean +- std over seeds)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    parser.add_argument("options", nargs=argparse.REMAINDER,
+                        help="options of that benchmark (see pynas bench NAME --help)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.name not in BENCHMARKS:
+        raise UsageError(f"unknown benchmark {args.name!r}; known: {', '.join(BENCHMARKS)}")
+    try:
+        module = importlib.import_module(f"pynas.bench.{args.name}")
+    except ModuleNotFoundError as error:
+        raise UsageError(
+            f"benchmark {args.name!r} is not installed ({error}); install pynas with pip"
+        ) from error
+    return int(module.main(args.options) or 0)
