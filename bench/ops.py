@@ -111,7 +111,6 @@ def run(device: str = "cpu", threads: int = 1, repeats: int = 20, shapes=None,
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     bandwidth = copy_bandwidth(device)
-    compiled = torch.compile(original, dynamic=False) if compile_reference else None
     rows = []
     for case, edges in (("edge", (1,)), ("cell", CELL_EDGES)):
         for name in shapes or SHAPES:
@@ -123,6 +122,10 @@ def run(device: str = "cpu", threads: int = 1, repeats: int = 20, shapes=None,
             # Big cases run few times; the small one many (it is overhead-bound).
             reps = max(5, repeats // 4) if torch.Size(shape).numel() > 10**5 else repeats * 10
             row = {"case": case, "shape": name, "edges": sum(edges)}
+            compiled = None
+            if compile_reference:
+                torch._dynamo.reset()  # a fresh compilation per case, never a recompile limit
+                compiled = torch.compile(original, dynamic=False)
             for method, forward in (("fused", fused), ("original", original),
                                     ("compiled", compiled)):
                 if forward is None:

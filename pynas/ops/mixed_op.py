@@ -8,7 +8,7 @@ from torch import Tensor
 
 from pynas.ops import _kernels
 
-Entry = Optional[Tensor]
+Entry = Optional[Tensor]  # None stands for the zero op
 
 
 def mixed_op(
@@ -65,9 +65,8 @@ def mixed_op(
             f"alpha must have shape (K,) for one edge or (E, K) for a node, got rank "
             f"{alpha.dim()} shape {tuple(alpha.shape)}"
         )
-    flat = _flatten(grid, logits, one_edge=alpha.dim() == 1)
-    slots = [slot for slot, entry in enumerate(flat) if entry is not None]
-    return _MixedOp.apply(slots, logits, *(flat[slot] for slot in slots))
+    present, slots = _flatten(grid, logits, one_edge=alpha.dim() == 1)
+    return _MixedOp.apply(slots, logits, *present)
 
 
 class _MixedOp(torch.autograd.Function):
@@ -95,12 +94,13 @@ class _MixedOp(torch.autograd.Function):
         return (None, grad_alpha, *grads)
 
 
-def _flatten(grid, alpha: Tensor, one_edge: bool) -> list[Entry]:
-    """Check the E x K grid against alpha and return it row-major.
+def _flatten(grid, alpha: Tensor, one_edge: bool) -> tuple[list[Tensor], list[int]]:
+    """Check the E x K grid against alpha; return the present tensors and their slots
+    e*K + k.
 
-    The common case is checked with a few set comprehensions (this runs on every call
-    and bounds the op's overhead at small sizes); the loop that names the offending
-    entry runs only once something is wrong.
+    The common case is checked in one pass (this runs on every call and bounds the op's
+    overhead at small sizes); the loop that names the offending entry runs only once
+    something is wrong.
     """
     edges, ops = alpha.shape
     if len(grid) != edges:
@@ -116,22 +116,21 @@ def _flatten(grid, alpha: Tensor, one_edge: bool) -> list[Entry]:
             name = "outputs" if one_edge else f"outputs[{e}]"
             raise ValueError(f"{name} has {len(edge)} entries but alpha has K={ops}")
         flat.extend(edge)
-    present = [entry for entry in flat if entry is not None]
-    if not present:
+    slots = [slot for slot, entry in enumerate(flat) if entry is not None]
+    if not slots:
         raise ValueError("outputs: every entry is None; at least one must be a tensor")
+    present = [flat[slot] for slot in slots]
     template = present[0]
     if (
         all(isinstance(entry, Tensor) for entry in present)
-        and len({entry.shape for entry in present}) == 1
-        and len({entry.dtype for entry in present}) == 1
-        and len({entry.device for entry in present} | {alpha.device}) == 1
+        and len({(entry.shape, entry.dtype, entry.device) for entry in present}) == 1
+        and template.device == alpha.device
         and template.is_floating_point()
     ):
-        return flat
-    for index, entry in enumerate(flat):
-        where = f"outputs[{index}]" if one_edge else f"outputs[{index // ops}][{index % ops}]"
-        if entry is None:
-            continue
+        return present, slots
+    for slot in slots:
+        entry = flat[slot]
+        where = f"outputs[{slot}]" if one_edge else f"outputs[{slot // ops}][{slot % ops}]"
         if not isinstance(entry, Tensor):
             raise TypeError(f"{where} must be a Tensor or None, got {type(entry).__name__}")
         if not entry.is_floating_point():
@@ -144,4 +143,4 @@ def _flatten(grid, alpha: Tensor, one_edge: bool) -> list[Entry]:
             raise TypeError(f"{where} has dtype {entry.dtype}, expected {template.dtype}")
         if entry.device != alpha.device:
             raise ValueError(f"{where} is on {entry.device} but alpha is on {alpha.device}")
-    raise AssertionError("unreachable: the fast check failed but no entry is wrong")
+    raise AssertionError("the one-pass check failed, yet every entry passed the slow one")
