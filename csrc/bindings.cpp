@@ -14,21 +14,26 @@ namespace py = pybind11;
 
 namespace {
 
-void check(pynas::Status status, const char* what) {
+// The CUDA kernels leave a reason for every failed status in last_cuda_error().
+std::string reason(bool cuda) {
+#ifdef PYNAS_WITH_CUDA
+  if (cuda) return std::string(": ") + pynas::last_cuda_error();
+#endif
+  static_cast<void>(cuda);
+  return "";
+}
+
+void check(pynas::Status status, const char* what, bool cuda) {
   switch (status) {
     case pynas::Status::kOk:
       return;
     case pynas::Status::kInvalidArgument:
-      throw py::value_error(std::string(what) + ": invalid sizes, counts or pointers");
+      throw py::value_error(std::string(what) + ": invalid sizes, counts or pointers" +
+                            reason(cuda));
     case pynas::Status::kUnsupportedDType:
       throw py::type_error(std::string(what) + ": dtype not supported by this backend");
     case pynas::Status::kCudaError:
-#ifdef PYNAS_WITH_CUDA
-      throw std::runtime_error(std::string(what) + ": CUDA error: " +
-                               pynas::last_cuda_error());
-#else
-      break;
-#endif
+      throw std::runtime_error(std::string(what) + ": CUDA error" + reason(cuda));
   }
   throw std::runtime_error(std::string(what) + ": unknown status");
 }
@@ -104,7 +109,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
           }
         }
-        check(status, "mixed_op forward");
+        check(status, "mixed_op forward", cuda);
       },
       py::arg("cuda"), py::arg("dtype"), py::arg("inputs"), py::arg("slots"), py::arg("alpha"),
       py::arg("num_edges"), py::arg("num_ops"), py::arg("numel"), py::arg("out"),
@@ -139,7 +144,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
           }
         }
-        check(status, "mixed_op backward");
+        check(status, "mixed_op backward", cuda);
       },
       py::arg("cuda"), py::arg("dtype"), py::arg("inputs"), py::arg("slots"), py::arg("alpha"),
       py::arg("num_edges"), py::arg("num_ops"), py::arg("numel"), py::arg("grad_out"),

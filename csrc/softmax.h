@@ -13,6 +13,7 @@ namespace pynas {
 // NaN or +inf logits give NaN weights, as torch.softmax does.
 template <typename T>
 PYNAS_HOST_DEVICE void softmax(const T* logits, int64_t K, T* weights) {
+  using std::exp;  // the float overload on the host too, as on the device
   T max_logit = logits[0];
   for (int64_t k = 1; k < K; ++k) max_logit = logits[k] > max_logit ? logits[k] : max_logit;
   T total = 0;

@@ -7,6 +7,7 @@ their arguments (the public wrapper has validated them); the kernels registered 
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -30,6 +31,8 @@ _KERNEL_DTYPES = {
 # more than the kernel); above it each gets its own, since one huge block would come
 # from mmap and page-fault on every call.
 _SHARED_GRAD_BYTES = 8 * 2**20
+# The CUDA kernels keep the E*K softmax weights in shared memory (csrc/cuda/mixed_op.cu).
+_CUDA_MAX_WEIGHTS = 2048
 
 
 def _kernel_dtype(device: torch.device, dtype: torch.dtype) -> Optional[int]:
@@ -44,22 +47,34 @@ def _kernel_dtype(device: torch.device, dtype: torch.dtype) -> Optional[int]:
     return code
 
 
-def _call_args(code: int, present: list[Tensor], slots: list[int], alpha: Tensor):
-    """Positional arguments shared by the forward and backward entry points of _C, and
-    the CUDA workspace (kept alive by the caller until the launch is queued)."""
+def _call_args(code: int, present: list[Tensor], slots: list[int], alpha: Tensor,
+               workspace: bool):
+    """Positional arguments of the _C entry points: the head shared by forward and
+    backward, the tail (threads, workspace, stream), and the CUDA workspace tensor (kept
+    alive by the caller until the launch is queued; the forward needs none)."""
     device = present[0].device
     numel = present[0].numel()
     edges, ops = alpha.shape
+    buffer = None
     if device.type == "cuda":
-        size = _C.mixed_op_cuda_workspace_bytes(len(present), edges, ops, numel, code)
-        workspace = torch.empty(max(size, 1), dtype=torch.uint8, device=device)
-        extra = (0, workspace.data_ptr(), torch.cuda.current_stream(device).cuda_stream)
+        if edges * ops > _CUDA_MAX_WEIGHTS:
+            raise ValueError(f"alpha has E*K = {edges * ops} logits; the CUDA kernel "
+                             f"takes at most {_CUDA_MAX_WEIGHTS}")
+        if workspace:
+            size = _C.mixed_op_cuda_workspace_bytes(len(present), edges, ops, numel, code)
+            buffer = torch.empty(size, dtype=torch.uint8, device=device)
+        tail = (0, buffer.data_ptr() if buffer is not None else 0,
+                torch.cuda.current_stream(device).cuda_stream)
     else:
-        workspace = None
-        extra = (torch.get_num_threads(), 0, 0)
+        tail = (torch.get_num_threads(), 0, 0)
     head = (device.type == "cuda", code, [t.data_ptr() for t in present], slots,
             alpha.data_ptr(), edges, ops, numel)
-    return head, extra, workspace
+    return head, tail, buffer
+
+
+def _on_device(device: torch.device):
+    """The kernels launch on the current CUDA device: make it the tensors' device."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _kernel_alpha(alpha: Tensor, dtype: torch.dtype) -> Tensor:
@@ -75,9 +90,10 @@ def forward(outputs: list[Tensor], slots: list[int], alpha: Tensor) -> Tensor:
         return _reference(outputs, slots, alpha)
     present = [t.contiguous() for t in outputs]
     out = torch.empty(template.shape, dtype=template.dtype, device=template.device)
-    head, (threads, workspace_ptr, stream), _workspace = _call_args(
-        code, present, slots, _kernel_alpha(alpha, template.dtype))
-    _C.mixed_op_forward(*head, out.data_ptr(), threads, workspace_ptr, stream)
+    head, tail, _ = _call_args(code, present, slots, _kernel_alpha(alpha, template.dtype),
+                               workspace=False)
+    with _on_device(template.device):
+        _C.mixed_op_forward(*head, out.data_ptr(), *tail)
     return out
 
 
@@ -103,10 +119,10 @@ def backward(
     else:
         grads = [torch.empty_like(grad) for _ in present]
     grad_alpha = torch.empty_like(kernel_alpha)
-    head, (threads, workspace_ptr, stream), _workspace = _call_args(
-        code, present, slots, kernel_alpha)
-    _C.mixed_op_backward(*head, grad.data_ptr(), [g.data_ptr() for g in grads],
-                         grad_alpha.data_ptr(), threads, workspace_ptr, stream)
+    head, tail, _workspace = _call_args(code, present, slots, kernel_alpha, workspace=True)
+    with _on_device(template.device):
+        _C.mixed_op_backward(*head, grad.data_ptr(), [g.data_ptr() for g in grads],
+                             grad_alpha.data_ptr(), *tail)
     return grads, grad_alpha.to(alpha.dtype)
 
 
