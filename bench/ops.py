@@ -108,7 +108,15 @@ def run(device: str = "cpu", threads: int = 1, repeats: int = 20, shapes=None,
         compile_reference: bool = True, dtype: torch.dtype = torch.float32) -> dict:
     """Run every case; return the copy bandwidth and one row per (case, shape)."""
     device = torch.device(device)
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run(device, threads, repeats, shapes, compile_reference, dtype)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(device, threads, repeats, shapes, compile_reference, dtype) -> dict:
     torch.manual_seed(0)
     bandwidth = copy_bandwidth(device)
     rows = []
