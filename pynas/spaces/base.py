@@ -8,7 +8,8 @@ strings, JSON genotypes and ``nn.Module`` networks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -69,3 +70,11 @@ class SearchSpace(ABC):
         """Number of trainable parameters of the built network."""
         model = self.build(arch, num_classes, in_channels)
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def count_flops(self, arch: Arch, input_shape: tuple[int, int, int] = (3, 32, 32),
+                    num_classes: int = 10) -> int:
+        """Multiply-adds of the convolution and linear layers for one image."""
+        from pynas.spaces.flops import count_multiply_adds
+
+        model = self.build(arch, num_classes, input_shape[0])
+        return count_multiply_adds(model, input_shape)

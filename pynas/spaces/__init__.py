@@ -1,0 +1,27 @@
+"""Search spaces: which architectures exist, how they are encoded and built."""
+from __future__ import annotations
+
+from typing import Any
+
+from pynas.errors import UsageError
+from pynas.spaces.base import Arch, SearchSpace
+from pynas.spaces.nb201 import NB201Space
+
+#: ``--space`` name -> class
+SPACES: dict[str, type[SearchSpace]] = {"nb201": NB201Space}
+
+
+def get_space(name: str, **kwargs: Any) -> SearchSpace:
+    """The search space called ``name``, built with ``kwargs``.
+
+    Raises
+    ------
+    UsageError
+        When no space has that name.
+    """
+    if name not in SPACES:
+        raise UsageError(f"unknown search space {name!r}; known spaces: {', '.join(SPACES)}")
+    return SPACES[name](**kwargs)
+
+
+__all__ = ["SPACES", "Arch", "NB201Space", "SearchSpace", "get_space"]
