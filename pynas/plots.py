@@ -1,0 +1,85 @@
+"""Plots of a run, drawn from its trial records.
+
+Figures are drawn on matplotlib's Agg canvas directly (no ``pyplot``): nothing here
+opens a window or changes the backend of a program that imports pynas. matplotlib is
+imported when a plot is drawn, not with this module: it would add half a second to
+every ``pynas`` command.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+from pynas.runs import Attempt, finished_in_order
+
+
+def best_so_far(values: Sequence[float]) -> list[int]:
+    """For each position, the index of the largest value up to it (the first among equals).
+
+    Examples
+    --------
+    >>> best_so_far([1.0, 3.0, 2.0, 3.0, 4.0])
+    [0, 1, 1, 1, 4]
+    """
+    indices: list[int] = []
+    for index, value in enumerate(values):
+        if not indices or value > values[indices[-1]]:
+            indices.append(index)
+        else:
+            indices.append(indices[-1])
+    return indices
+
+
+def plot_search_curve(attempts: Sequence[Attempt], path: Path, title: str = "") -> None:
+    """Draw the best validation accuracy so far, and that architecture's test accuracy.
+
+    Against the number of finished evaluations and, when the evaluations report a cost,
+    in a second panel against their cumulative ``seconds`` (simulated training time for
+    a table).
+
+    Parameters
+    ----------
+    attempts
+        The run's attempts (any order, any state: only finished ones are drawn).
+    path
+        The PNG file to write.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    finished = finished_in_order(attempts)
+    seconds = list(itertools.accumulate(a.metrics["seconds"] for a in finished))
+    panels = [("finished evaluations", range(1, len(finished) + 1))]
+    if seconds and seconds[-1] > 0:
+        panels.append(("cumulative evaluation seconds", seconds))
+    figure = Figure(figsize=(5 * len(panels), 4))
+    # fixed margins: a layout engine would triple the drawing time of this small figure
+    figure.subplots_adjust(left=0.14 / len(panels), right=0.98, bottom=0.13, top=0.9,
+                           wspace=0.05)
+    axes_list = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for axes, (label, _) in zip(axes_list, panels):
+        axes.set_xlabel(label)
+        axes.grid(alpha=0.3)
+    axes_list[0].set_ylabel("accuracy (%)")
+    figure.suptitle(title)
+    if not finished:
+        axes_list[0].text(0.5, 0.5, "no finished evaluation", ha="center",
+                          transform=axes_list[0].transAxes)
+    else:
+        val_accs = [a.metrics["val_acc"] for a in finished]
+        best = [finished[i] for i in best_so_far(val_accs)]
+        curves = {"best val so far": [a.metrics["val_acc"] for a in best]}
+        if all("test_acc" in a.metrics for a in best):
+            curves["its test"] = [a.metrics["test_acc"] for a in best]
+        for axes, (_, x) in zip(axes_list, panels):
+            axes.plot(x, val_accs, ".", color="0.7", label="each evaluation (val)")
+            for label, values in curves.items():
+                axes.step(x, values, where="post", label=label)
+        # frame the curves: the worst evaluations (chance level) would flatten them
+        low = min(min(values) for values in curves.values())
+        high = max(max(values) for values in curves.values())
+        margin = max(1.0, 0.1 * (high - low))
+        axes_list[0].set_ylim(low - margin, high + margin)
+        axes_list[0].legend(loc="best", fontsize="small")
+    FigureCanvasAgg(figure).print_png(str(path))

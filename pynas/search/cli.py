@@ -1,0 +1,260 @@
+"""``pynas search STRATEGY [options]``: search a space, record the run, print the best.
+
+Strategies are a registry, :data:`STRATEGIES`: a name and the module that implements it.
+A strategy module exposes either
+
+- ``build(space, args) -> Strategy``: an ask/tell strategy, driven by the shared loop
+  (:func:`pynas.search.loop.run_search`), which handles evaluators, executors, the trial
+  database, checkpoints and resume for it; or
+- ``run(args, run_dir) -> int``: a strategy that drives itself (one-shot DARTS trains a
+  supernet rather than asking for architectures), given the prepared run directory;
+
+and, optionally, ``add_arguments(parser)`` for its own options. Adding a strategy is one
+line here and one module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pynas.errors import UsageError
+from pynas.evaluate import Evaluator, TableEvaluator, TrainEvaluator
+from pynas.executors import Executor, ProcessPoolExecutor, RayExecutor, SerialExecutor
+from pynas.runs import RunDirectory
+from pynas.search.loop import Budget, run_search
+from pynas.spaces import SPACES, get_space
+
+#: ``pynas search NAME`` -> the module implementing it (see the module docstring)
+STRATEGIES: dict[str, str] = {
+    "random": "pynas.search.random_search",
+    "evolution": "pynas.search.evolution",
+}
+
+#: Arguments that say how or where a run goes, not what it computes (with the top-level
+#: parser's own, ``command`` and ``version``): a run may be resumed with other values.
+#: Every other argument is recorded in config.json and must match on resume.
+_HOW_NOT_WHAT = {
+    "out",
+    "resume",
+    "overwrite",
+    "budget",
+    "budget_seconds",
+    "executor",
+    "workers",
+    "ray_address",
+    "device",
+    "command",
+    "version",
+}
+
+#: arguments that name files: recorded as absolute paths, so a resume may start elsewhere
+_PATH_ARGUMENTS = ("benchmark", "data_dir")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One sub-command per registered strategy, each with the common options."""
+    strategies = parser.add_subparsers(dest="strategy", metavar="STRATEGY", required=True)
+    for name in STRATEGIES:
+        module = strategy_module(name)
+        summary = (module.__doc__ or name).strip().splitlines()[0]
+        sub = strategies.add_parser(name, help=summary, description=summary)
+        _add_common_arguments(sub)
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(sub)
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--space", default="nb201", help=f"search space: {', '.join(SPACES)} (default: %(default)s)"
+    )
+    evaluation = parser.add_argument_group(
+        "evaluation", "train on a dataset (default: digits), or read a benchmark table"
+    )
+    evaluation.add_argument("--dataset", help="dataset to train on (default: digits)")
+    evaluation.add_argument("--data-dir", help="where the dataset's files are")
+    evaluation.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="training epochs per architecture (default: %(default)s)",
+    )
+    evaluation.add_argument("--device", default="cpu", help="training device (default: cpu)")
+    evaluation.add_argument(
+        "--benchmark", metavar="FILE", help="a benchmark table (CSV) to read scores from"
+    )
+    evaluation.add_argument(
+        "--metric", metavar="COLUMN", help="the table's column to maximise (with --benchmark)"
+    )
+    evaluation.add_argument(
+        "--cost-column",
+        metavar="COLUMN",
+        help="the table's column of training seconds (with --benchmark)",
+    )
+    budget = parser.add_argument_group("budget (one or both)")
+    budget.add_argument("--budget", type=int, metavar="N", help="finished evaluations")
+    budget.add_argument(
+        "--budget-seconds",
+        type=float,
+        metavar="S",
+        help="seconds: simulated on a table (the sum of its training "
+        "times), wall seconds otherwise",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    run = parser.add_argument_group("run directory")
+    run.add_argument(
+        "--out", metavar="DIR", help="run directory (default: runs/STRATEGY-SPACE-TIMESTAMP)"
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out DIR (after a crash or a kill)",
+    )
+    run.add_argument("--overwrite", action="store_true", help="replace the run in --out DIR")
+    execution = parser.add_argument_group("execution")
+    execution.add_argument(
+        "--executor",
+        choices=("serial", "pool", "ray"),
+        help="where evaluations run (default: serial, or pool with --workers above 1)",
+    )
+    execution.add_argument(
+        "--workers", type=int, help="parallel evaluations (default: one per CPU for pool/ray)"
+    )
+    execution.add_argument(
+        "--ray-address", metavar="ADDRESS", help="a Ray cluster to use (default: start Ray locally)"
+    )
+
+
+def strategy_module(name: str) -> ModuleType:
+    """The module registered for ``name``."""
+    if name not in STRATEGIES:
+        raise UsageError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}")
+    return importlib.import_module(STRATEGIES[name])
+
+
+def run(args: argparse.Namespace) -> int:
+    """``pynas search``: run the search ``args`` describe and print a summary line."""
+    module = strategy_module(args.strategy)
+    run_dir = prepare_run_directory(args)
+    if hasattr(module, "run"):
+        return int(module.run(args, run_dir) or 0)
+    result = search(args, run_dir, progress=sys.stderr.isatty())
+    print(summary_line(result, run_dir.path))
+    return 0 if result["best"] is not None else 1
+
+
+def prepare_run_directory(args: argparse.Namespace) -> RunDirectory:
+    """Create ``--out`` (or check that it may be resumed) and record the run's config."""
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out DIR, the run to continue")
+    out = args.out or Path("runs") / (
+        f"{args.strategy}-{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    run_dir = RunDirectory.prepare(out, resume=args.resume, overwrite=args.overwrite)
+    config = run_config(args)
+    stored = run_dir.read_config()
+    if stored is None:
+        run_dir.write_config(config)
+        return run_dir
+    # the strategy first: another strategy also has other options
+    for key in sorted(set(stored) | set(config), key=lambda key: (key != "strategy", key)):
+        if stored.get(key) != config.get(key):
+            flag = "strategy" if key == "strategy" else "--" + key.replace("_", "-")
+            raise UsageError(
+                f"{run_dir.path} was started with {flag} {stored.get(key)}, not "
+                f"{config.get(key)}: resume with the run's own arguments"
+            )
+    return run_dir
+
+
+def run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """What the run computes (``config.json``): the arguments a resume must repeat."""
+    config = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in _HOW_NOT_WHAT and not key.startswith("_")
+    }
+    for key in _PATH_ARGUMENTS:
+        if config.get(key) is not None:
+            config[key] = str(Path(config[key]).resolve())
+    return config
+
+
+def search(
+    args: argparse.Namespace, run_dir: RunDirectory, progress: bool = False
+) -> dict[str, Any]:
+    """Run the ask/tell search ``args`` describe in ``run_dir``; return ``result.json``.
+
+    This is the Python API behind ``pynas search`` (``bench/nb201.py`` uses it).
+    """
+    module = strategy_module(args.strategy)
+    if not hasattr(module, "build"):
+        raise UsageError(f"strategy {args.strategy!r} is not an ask/tell strategy")
+    space = get_space(args.space)
+    evaluator, simulated_time = make_evaluator(args)
+    strategy = module.build(space, args)
+    budget = Budget(args.budget, args.budget_seconds, simulated_time=simulated_time)
+    return run_search(strategy, evaluator, run_dir, budget, make_executor(args), progress)
+
+
+def make_evaluator(args: argparse.Namespace) -> tuple[Evaluator, bool]:
+    """The evaluator the arguments ask for, and whether its seconds are simulated."""
+    if args.benchmark is None:
+        if args.metric is not None or args.cost_column is not None:
+            raise UsageError("--metric and --cost-column need --benchmark FILE")
+        evaluator = TrainEvaluator(
+            args.dataset or "digits",
+            data_dir=args.data_dir,
+            epochs=args.epochs,
+            device=args.device,
+            seed=args.seed,
+        )
+        return evaluator, False
+    if args.dataset is not None or args.data_dir is not None:
+        raise UsageError("give --dataset or --benchmark, not both")
+    if args.metric is None:
+        raise UsageError("--benchmark needs --metric COLUMN, the column to maximise")
+    if args.budget_seconds is not None and args.cost_column is None:
+        raise UsageError(
+            "--budget-seconds on a benchmark needs --cost-column COLUMN, "
+            "the table's training seconds"
+        )
+    return TableEvaluator(args.benchmark, args.metric, cost_column=args.cost_column), True
+
+
+def make_executor(args: argparse.Namespace) -> Executor:
+    """The executor the arguments ask for."""
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    name = args.executor or ("pool" if (args.workers or 1) > 1 else "serial")
+    if args.ray_address is not None and name != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    if name == "serial":
+        if (args.workers or 1) > 1:
+            raise UsageError("--workers above 1 needs --executor pool or ray")
+        return SerialExecutor()
+    if name == "pool":
+        return ProcessPoolExecutor(args.workers)
+    return RayExecutor(args.workers, address=args.ray_address)
+
+
+def summary_line(result: dict[str, Any], path: Path) -> str:
+    """One line: what ran, how many evaluations, the best architecture, where it is."""
+    head = (
+        f"{result['strategy']} on {result['space']}: {result['evaluations']} evaluations, "
+        f"{result['failed']} failed"
+    )
+    best = result["best"]
+    if best is None:
+        return f"{head}, none finished; see {path / RunDirectory.TRIALS}"
+    scores = f"val_acc {best['val_acc']:.2f}"
+    if "test_acc" in best:
+        scores += f", test_acc {best['test_acc']:.2f}"
+    return f"{head}; best {best['arch']} ({scores}); {path / RunDirectory.RESULT}"

@@ -1,0 +1,315 @@
+"""The shared ask/tell driver: a strategy, an evaluator, an executor and a run directory.
+
+Every ask/tell strategy (random, evolution, RL, PNAS) runs through :func:`run_search`,
+which owns the crash safety of a run. Its ordering, which makes a SIGKILL at any moment
+harmless:
+
+1. the strategy proposes candidates (``ask``); each gets a new trial number;
+2. the checkpoint is replaced by one holding the strategy state *after* that ask and the
+   asked trials as *pending* (asked, not yet told);
+3. each trial gets a ``running`` row in ``trials.sqlite`` and is submitted;
+4. when its evaluation completes, the row becomes ``finished`` (or ``failed``);
+5. the strategy is told the result, and the trial leaves the pending set (in memory: the
+   next checkpoint records it).
+
+On resume the checkpoint restores the strategy and the pending trials. A pending trial
+whose row finished (or failed) is told from the database, in the order the results came,
+so its evaluation is never repeated. A pending trial without such a row was killed
+during evaluation (its ``running`` row becomes ``interrupted``) or before it started: it
+gets a new attempt. A kill before step 2 loses only the ask itself: nothing was recorded
+for its candidates, and the restored strategy asks again (for the same candidates, since
+strategies are seeded).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from pynas.errors import UsageError
+from pynas.evaluate.base import Evaluator
+from pynas.executors import Completion, Executor, SerialExecutor
+from pynas.plots import plot_search_curve
+from pynas.runs import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    Attempt,
+    RunDirectory,
+    TrialStore,
+    best_attempt,
+    load_checkpoint,
+)
+from pynas.search.base import Strategy
+from pynas.spaces.base import Arch
+
+_CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a search stops asking for candidates.
+
+    Parameters
+    ----------
+    evaluations
+        Finished evaluations to reach, exactly (failed ones do not count).
+    seconds
+        Seconds to spend: the sum of the evaluations' ``seconds`` when
+        ``simulated_time`` (a benchmark table's training times), wall seconds otherwise.
+    simulated_time
+        Whether the evaluator's ``seconds`` are simulated rather than spent.
+    max_failures
+        Stop once this many evaluations have failed; default: ``evaluations``, or 100
+        with only a time budget (a broken evaluator must not loop for ever).
+    """
+
+    evaluations: int | None = None
+    seconds: float | None = None
+    simulated_time: bool = False
+    max_failures: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.evaluations is None and self.seconds is None:
+            raise UsageError("give a budget: --budget N evaluations or --budget-seconds S")
+        if self.evaluations is not None and self.evaluations < 1:
+            raise UsageError(f"--budget must be at least 1, got {self.evaluations}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise UsageError(f"--budget-seconds must be positive, got {self.seconds}")
+
+    @property
+    def failure_limit(self) -> int:
+        """Failed evaluations after which the search stops asking."""
+        if self.max_failures is not None:
+            return self.max_failures
+        return self.evaluations if self.evaluations is not None else 100
+
+
+def run_search(
+    strategy: Strategy,
+    evaluator: Evaluator,
+    run: RunDirectory,
+    budget: Budget,
+    executor: Executor | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Search until the budget is spent, resuming what ``run`` already holds.
+
+    Parameters
+    ----------
+    strategy
+        A fresh strategy; its state is replaced by the checkpoint when there is one.
+    evaluator
+        Scores architectures of ``strategy.space``.
+    run
+        The run directory (see :meth:`RunDirectory.prepare`).
+    budget
+        When to stop asking.
+    executor
+        Where evaluations run; default :class:`~pynas.executors.SerialExecutor`.
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    dict
+        The content written to ``result.json``.
+    """
+    executor = executor or SerialExecutor()
+    with run.lock(), run.open_store() as store:
+        search = _Search(strategy, run, store, budget)
+        to_evaluate = search.restore()
+        with (
+            executor,
+            tqdm(
+                total=budget.evaluations,
+                initial=search.finished,
+                disable=not progress,
+                file=sys.stderr,
+                unit="eval",
+            ) as bar,
+        ):
+            executor.start(strategy.space, evaluator)
+            search.drive(executor, to_evaluate, bar)
+        search.checkpoint()
+        attempts = store.attempts()
+    result = _result(search, evaluator, run, attempts)
+    run.write_result(result)
+    plot_search_curve(attempts, run.curve_path, title=f"{strategy.name} on {strategy.space.name}")
+    return result
+
+
+class _Search:
+    """The state of one search session between the checkpoint and the database."""
+
+    def __init__(
+        self, strategy: Strategy, run: RunDirectory, store: TrialStore, budget: Budget
+    ) -> None:
+        self.strategy, self.run, self.store, self.budget = strategy, run, store, budget
+        self.pending: dict[int, Arch] = {}  # asked, not yet told, by trial number
+        self.next_trial = 0
+        self.finished = self.failed = 0
+        self.simulated_seconds = 0.0
+        self.best_val_acc: float | None = None
+        self.stopped = ""
+        self._earlier_wall_seconds = 0.0
+        self._session_start = time.monotonic()
+
+    @property
+    def wall_seconds(self) -> float:
+        return self._earlier_wall_seconds + time.monotonic() - self._session_start
+
+    def restore(self) -> list[tuple[int, Arch]]:
+        """Load the checkpoint and the database; return the trials that need evaluating."""
+        attempts = self.store.attempts()
+        for attempt in attempts:
+            if attempt.state == RUNNING:  # its process died: this session is the writer now
+                self.store.interrupt(attempt.id)
+            elif attempt.state in (FINISHED, FAILED):
+                self._count(attempt.metrics)
+        if not self.run.checkpoint_path.exists():
+            if attempts:
+                raise UsageError(
+                    f"{self.run.path} has trials but no {RunDirectory.CHECKPOINT}: it cannot "
+                    "be resumed (start a new run with --overwrite)"
+                )
+            return []
+        checkpoint = load_checkpoint(self.run.checkpoint_path)
+        if checkpoint.get("version") != _CHECKPOINT_VERSION:
+            raise UsageError(f"{self.run.checkpoint_path} was written by another pynas version")
+        self.strategy.load_state_dict(checkpoint["strategy"])
+        self.next_trial = checkpoint["next_trial"]
+        self.pending = {int(trial): tuple(arch) for trial, arch in checkpoint["pending"].items()}
+        self._earlier_wall_seconds = checkpoint["wall_seconds"]
+        outcomes = {a.trial: a for a in attempts if a.state in (FINISHED, FAILED)}
+        # results that came after the checkpoint: tell them in the order they came
+        for outcome in sorted(
+            (outcomes[t] for t in self.pending if t in outcomes), key=lambda a: (a.ended, a.id)
+        ):
+            self._tell(outcome.trial, outcome.metrics)
+        return sorted(self.pending.items())
+
+    def drive(self, executor: Executor, to_evaluate: list[tuple[int, Arch]], bar: tqdm) -> None:
+        """Keep every worker busy until the budget is spent and nothing is in flight."""
+        queue = deque(to_evaluate)
+        in_flight: dict[int, int] = {}  # trial -> id of its running row
+        while True:
+            while len(in_flight) < executor.capacity:
+                if not queue:
+                    queue.extend(self._ask(executor.capacity - len(in_flight), len(in_flight)))
+                    if not queue:
+                        break
+                trial, arch = queue.popleft()
+                in_flight[trial] = self.store.start(
+                    trial, self.strategy.space.to_string(arch), arch
+                )
+                executor.submit(trial, arch)
+            if not in_flight:
+                return
+            for completion in executor.wait():
+                self._record(completion, in_flight.pop(completion.trial))
+                bar.n = self.finished
+                bar.set_postfix(best=self.best_val_acc, failed=self.failed, refresh=True)
+
+    def _ask(self, free: int, in_flight: int) -> list[tuple[int, Arch]]:
+        """New candidates for ``free`` workers, numbered and checkpointed as pending."""
+        self.stopped = self._stop_reason(in_flight)
+        if self.stopped:
+            return []
+        if self.budget.evaluations is not None:
+            free = min(free, self.budget.evaluations - self.finished - in_flight)
+        archs = [self.strategy.space.validate(arch) for arch in self.strategy.ask(free)]
+        if not archs:
+            self.stopped = "the strategy had no candidate"
+            return []
+        trials = list(enumerate(archs, start=self.next_trial))
+        self.next_trial += len(archs)
+        self.pending.update(trials)
+        self.checkpoint()  # before any row exists for these trials: see the module docstring
+        return trials
+
+    def _stop_reason(self, in_flight: int) -> str:
+        budget = self.budget
+        if budget.evaluations is not None and self.finished + in_flight >= budget.evaluations:
+            return "budget of evaluations"
+        if budget.seconds is not None:
+            spent = self.simulated_seconds if budget.simulated_time else self.wall_seconds
+            if spent >= budget.seconds:
+                return "budget of seconds"
+        if self.failed >= budget.failure_limit:
+            return f"{self.failed} evaluations failed"
+        if self.strategy.finished():
+            return "the strategy finished"
+        return ""
+
+    def _record(self, completion: Completion, row_id: int) -> None:
+        if completion.error is None:
+            self.store.finish(row_id, completion.metrics, completion.worker)
+        else:
+            self.store.fail(row_id, completion.error, completion.worker)
+        self._count(completion.metrics)
+        self._tell(completion.trial, completion.metrics)
+
+    def _count(self, metrics: dict[str, Any] | None) -> None:
+        if metrics is None:
+            self.failed += 1
+            return
+        self.finished += 1
+        self.simulated_seconds += metrics["seconds"]
+        if self.best_val_acc is None or metrics["val_acc"] > self.best_val_acc:
+            self.best_val_acc = metrics["val_acc"]
+
+    def _tell(self, trial: int, metrics: dict[str, Any] | None) -> None:
+        self.strategy.tell(self.pending.pop(trial), None if metrics is None else metrics["val_acc"])
+
+    def checkpoint(self) -> None:
+        self.run.save_checkpoint(
+            {
+                "version": _CHECKPOINT_VERSION,
+                "strategy": self.strategy.state_dict(),
+                "next_trial": self.next_trial,
+                "pending": {trial: list(arch) for trial, arch in self.pending.items()},
+                "wall_seconds": self.wall_seconds,
+            }
+        )
+
+
+def _result(
+    search: _Search, evaluator: Evaluator, run: RunDirectory, attempts: list[Attempt]
+) -> dict[str, Any]:
+    space = search.strategy.space
+    result: dict[str, Any] = {
+        "strategy": search.strategy.name,
+        "space": space.name,
+        "seed": search.strategy.seed,
+        "evaluations": search.finished,
+        "failed": search.failed,
+        "interrupted": sum(a.state == INTERRUPTED for a in attempts),
+        "seconds": round(search.wall_seconds, 3),
+    }
+    if search.budget.simulated_time:
+        result["simulated_seconds"] = search.simulated_seconds
+    result["stopped"] = search.stopped
+    best = best_attempt(attempts)
+    result["best"] = (
+        None
+        if best is None
+        else {
+            "trial": best.trial,
+            "arch": best.arch,
+            "genotype": space.to_genotype(best.decisions),
+            "val_acc": best.metrics["val_acc"],
+            # where the evaluator knows it (a test split, a table's test column)
+            **({"test_acc": best.metrics["test_acc"]} if "test_acc" in best.metrics else {}),
+            "metrics": best.metrics,
+        }
+    )
+    result["evaluator"] = evaluator.describe()
+    result["config"] = run.read_config()
+    return result

@@ -1,0 +1,65 @@
+"""``pynas show DIR``: redraw a run's plots from its trials and print a summary.
+
+Works on a finished run, a killed one and one still running (SQLite's WAL mode lets it
+read while the search writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from pynas.errors import UsageError
+from pynas.plots import plot_search_curve
+from pynas.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDirectory, best_attempt
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The argument of ``pynas show``: the run directory."""
+    parser.add_argument("run", metavar="DIR", help="a run directory (pynas search --out DIR)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Redraw ``search_curve.png`` from ``trials.sqlite`` and print the run's summary."""
+    run_dir = RunDirectory(args.run)
+    if not run_dir.trials_path.is_file():
+        raise UsageError(f"{run_dir.path} is not a pynas run (no {RunDirectory.TRIALS})")
+    config = run_dir.read_config() or {}
+    with run_dir.open_store() as store:
+        attempts = store.attempts()
+    title = f"{config.get('strategy', '?')} on {config.get('space', '?')}"
+    plot_search_curve(attempts, run_dir.curve_path, title=title)
+
+    states = Counter(attempt.state for attempt in attempts)
+    print(f"run          {run_dir.path}")
+    print(f"search       {title}, seed {config.get('seed', '?')}")
+    print(
+        f"evaluations  {states[FINISHED]} finished, {states[FAILED]} failed, "
+        f"{states[INTERRUPTED]} interrupted, {states[RUNNING]} running"
+    )
+    best = best_attempt(attempts)
+    if best is None:
+        print("best         none yet")
+    else:
+        print(f"best         {best.arch} (trial {best.trial})")
+        print(
+            "metrics      "
+            + ", ".join(f"{name} {_format(value)}" for name, value in best.metrics.items())
+        )
+    failures = [a for a in attempts if a.state == FAILED]
+    if failures:
+        last = failures[-1]
+        print(f"last failure trial {last.trial}: {_last_line(last.error)}")
+    print(f"plot         {Path(run_dir.curve_path)}")
+    return 0
+
+
+def _format(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _last_line(text: str | None) -> str:
+    """The exception line of a traceback (its last non-empty line)."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
