@@ -39,11 +39,12 @@ main() {
   cd "$scratch" || return 1
   export PIP_DISABLE_PIP_VERSION_CHECK=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
   step gpu 15 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  step build 190 env PYNAS_CUDA=ON "$python" -m pip install --no-build-isolation --no-deps \
+  step build 150 env PYNAS_CUDA=ON "$python" -m pip install --no-build-isolation --no-deps \
     --no-index -v "$repo"
   step info 30 "$python" -m pynas info
-  step tests 150 "$python" -m pytest -q -m cuda -p no:cacheprovider "$repo/tests"
-  step bench 60 "$python" -m pynas bench ops --device cuda
+  step tests 120 "$python" -m pytest -q -m cuda -p no:cacheprovider "$repo/tests"
+  step ops 90 "$python" -m pynas bench ops --device cuda
+  step sample 40 "$python" -m pynas bench sampling --device cuda
 
   printf '\n%-6s | %-9s | %5s | %s\n' step result secs "last line of output"
   printf '%s\n' "${summary[@]}"

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "mixed_op.h"
+#include "rollout.h"
+#include "sampling.h"
 
 namespace py = pybind11;
 
@@ -77,6 +79,16 @@ constexpr bool kWithCuda = false;
 
 void require_cuda() {
   if (!kWithCuda) throw std::runtime_error("pynas was built without CUDA kernels");
+}
+
+// The sampling and rollout kernels keep their own CUDA message (csrc/cuda/sampling.cu).
+void check_sampling(pynas::Status status, const char* what, bool cuda) {
+#ifdef PYNAS_WITH_CUDA
+  if (cuda && status == pynas::Status::kCudaError)
+    throw std::runtime_error(std::string(what) + ": CUDA error: " +
+                             pynas::sampling_last_cuda_error());
+#endif
+  check(status, what, false);
 }
 
 }  // namespace
@@ -165,6 +177,107 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("num_inputs"), py::arg("num_edges"), py::arg("num_ops"), py::arg("numel"),
       py::arg("dtype"));
+
+  // logits: (rows, classes) at `logits`, rows `row_stride` elements apart; actions: (rows,)
+  // int64, log_prob and entropy: (rows,) of dtype, written.
+  m.def(
+      "sample_categorical",
+      [](bool cuda, int dtype, uintptr_t logits, int64_t rows, int64_t classes,
+         int64_t row_stride, uint64_t seed, uint64_t offset, uintptr_t actions,
+         uintptr_t log_prob, uintptr_t entropy, int num_threads, uintptr_t stream) {
+        if (cuda) require_cuda();
+        const pynas::CategoricalArgs args{reinterpret_cast<const void*>(logits),
+                                          rows,
+                                          classes,
+                                          row_stride,
+                                          static_cast<pynas::DType>(dtype),
+                                          seed,
+                                          offset};
+        static_cast<void>(stream);  // unused without CUDA
+        pynas::Status status = pynas::Status::kOk;
+        {
+          py::gil_scoped_release release;
+          if (!cuda) {
+            status = pynas::sample_categorical_cpu(args, reinterpret_cast<int64_t*>(actions),
+                                                   reinterpret_cast<void*>(log_prob),
+                                                   reinterpret_cast<void*>(entropy), num_threads);
+          } else {
+#ifdef PYNAS_WITH_CUDA
+            status = pynas::sample_categorical_cuda(args, reinterpret_cast<int64_t*>(actions),
+                                                    reinterpret_cast<void*>(log_prob),
+                                                    reinterpret_cast<void*>(entropy),
+                                                    reinterpret_cast<void*>(stream));
+#endif
+          }
+        }
+        check_sampling(status, "sample_categorical", cuda);
+      },
+      py::arg("cuda"), py::arg("dtype"), py::arg("logits"), py::arg("rows"), py::arg("classes"),
+      py::arg("row_stride"), py::arg("seed"), py::arg("offset"), py::arg("actions"),
+      py::arg("log_prob"), py::arg("entropy"), py::arg("num_threads"), py::arg("stream"));
+
+  // program: seven (S,) int lists (kinds, options, records_anchor, head_offsets,
+  // embedding_offsets, decision_offsets, anchor_offsets); weights: addresses of the nine float32 arrays of
+  // RolloutWeights in its order; actions (count, D) int64, log_prob and entropy (count, D)
+  // float32, written.
+  m.def(
+      "controller_rollout",
+      [](bool cuda, const std::vector<std::vector<int32_t>>& program, int64_t num_decisions,
+         int64_t num_anchors, const std::vector<uintptr_t>& weights, int64_t hidden,
+         int64_t table_rows, int64_t head_rows, float tanh_constant, int64_t count,
+         uint64_t seed, uint64_t offset, uintptr_t actions, uintptr_t log_prob,
+         uintptr_t entropy, int num_threads, uintptr_t workspace, uintptr_t stream) {
+        if (cuda) require_cuda();
+        if (program.size() != 7 || weights.size() != 9)
+          throw py::value_error("controller_rollout: expected 7 program lists and 9 weights");
+        for (const auto& list : program)
+          if (list.size() != program[0].size())
+            throw py::value_error("controller_rollout: program lists differ in length");
+        const std::vector<const float*> w = as_pointers<const float*>(weights);
+        const pynas::RolloutProgram rollout_program{
+            program[0].data(), program[1].data(), program[2].data(),
+            program[3].data(), program[4].data(), program[5].data(), program[6].data(),
+            static_cast<int64_t>(program[0].size()), num_decisions, num_anchors};
+        const pynas::RolloutWeights rollout_weights{w[0], w[1], w[2], w[3], w[4], w[5],
+                                                    head_rows, w[6], w[7], w[8], hidden,
+                                                    table_rows, tanh_constant};
+        const pynas::RolloutOutputs outputs{reinterpret_cast<int64_t*>(actions),
+                                            reinterpret_cast<float*>(log_prob),
+                                            reinterpret_cast<float*>(entropy)};
+        static_cast<void>(workspace), static_cast<void>(stream);  // unused without CUDA
+        pynas::Status status = pynas::Status::kOk;
+        {
+          py::gil_scoped_release release;
+          if (!cuda) {
+            status = pynas::controller_rollout_cpu(rollout_program, rollout_weights, count, seed,
+                                                   offset, outputs, num_threads);
+          } else {
+#ifdef PYNAS_WITH_CUDA
+            status = pynas::controller_rollout_cuda(
+                rollout_program, rollout_weights, count, seed, offset, outputs,
+                reinterpret_cast<void*>(workspace), reinterpret_cast<void*>(stream));
+#endif
+          }
+        }
+        check_sampling(status, "controller_rollout", cuda);
+      },
+      py::arg("cuda"), py::arg("program"), py::arg("num_decisions"), py::arg("num_anchors"),
+      py::arg("weights"), py::arg("hidden"), py::arg("table_rows"), py::arg("head_rows"),
+      py::arg("tanh_constant"), py::arg("count"), py::arg("seed"), py::arg("offset"),
+      py::arg("actions"), py::arg("log_prob"), py::arg("entropy"), py::arg("num_threads"),
+      py::arg("workspace"), py::arg("stream"));
+
+  m.def(
+      "controller_rollout_cuda_workspace_bytes",
+      [](int64_t count, int64_t num_anchors, int64_t hidden) {
+#ifdef PYNAS_WITH_CUDA
+        return pynas::controller_rollout_cuda_workspace_bytes(count, num_anchors, hidden);
+#else
+        (void)count, (void)num_anchors, (void)hidden;
+        return int64_t{0};
+#endif
+      },
+      py::arg("count"), py::arg("num_anchors"), py::arg("hidden"));
 
   m.def("cuda_archs", []() {
     std::vector<int> archs;

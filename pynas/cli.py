@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "bench": ("pynas.bench_cli", "run kernel and search benchmarks"),
     "search": ("pynas.search.cli", "search for an architecture"),
     "show": ("pynas.search.show", "redraw the plots of a run and print its summary"),
+    "train": ("pynas.train_cli", "retrain a found architecture from scratch, test and export it"),
 }
 
 

@@ -237,7 +237,8 @@ class RunDirectory:
     RESULT = "result.json"
     CURVE = "search_curve.png"
     #: every file a run writes, SQLite's companions included (what --overwrite removes)
-    FILES = (CONFIG, TRIALS, TRIALS + "-wal", TRIALS + "-shm", CHECKPOINT, RESULT, CURVE)
+    FILES = (CONFIG, TRIALS, TRIALS + "-wal", TRIALS + "-shm", CHECKPOINT, RESULT, CURVE,
+             "rank_correlation.json", "rank_correlation.png")
 
     def __init__(self, path: Path | str, durable: bool = True) -> None:
         self.path = Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 
 import torch
 
@@ -12,8 +13,10 @@ from pynas.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
+    # from a neutral folder: in the repository, `-m pynas` would find the source tree,
+    # which has no compiled extension
     return subprocess.run([sys.executable, "-m", "pynas", *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=tempfile.gettempdir())
 
 
 def test_info_json_has_the_documented_keys():

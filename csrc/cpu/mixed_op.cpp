@@ -13,7 +13,7 @@ namespace {
 
 // Elements per chunk: small enough that a chunk of the output (forward) or of grad_out
 // (backward) stays in L1 while every input streams past it once.
-constexpr int64_t kChunk = 2048;
+constexpr int64_t kChunk = 16384;
 
 bool valid(const MixedOpArgs& args) {
   if (args.num_edges < 1 || args.num_ops < 1 || args.numel < 0 || args.num_inputs < 0 ||

@@ -8,7 +8,6 @@ their arguments (the public wrapper has validated them); the kernels registered 
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -27,15 +26,11 @@ _KERNEL_DTYPES = {
     ("cuda", torch.float16): 2,
     ("cuda", torch.bfloat16): 3,
 }
-# Below this many bytes the M gradients share one allocation (M small allocations cost
-# more than the kernel); above it each gets its own, since one huge block would come
-# from mmap and page-fault on every call.
-_SHARED_GRAD_BYTES = 8 * 2**20
 # The CUDA kernels keep the E*K softmax weights in shared memory (csrc/cuda/mixed_op.cu).
 _CUDA_MAX_WEIGHTS = 2048
 
 
-def _kernel_dtype(device: torch.device, dtype: torch.dtype) -> Optional[int]:
+def _kernel_dtype(device: torch.device, dtype: torch.dtype) -> int | None:
     """The kernel's dtype code, or None (with a one-time warning) to use the reference."""
     code = _KERNEL_DTYPES.get((device.type, dtype)) if device.type in _COMPILED else None
     if code is None:
@@ -98,14 +93,9 @@ def forward(outputs: list[Tensor], slots: list[int], alpha: Tensor) -> Tensor:
 
 
 def backward(
-    grad: Tensor, outputs: list[Tensor], slots: list[int], alpha: Tensor,
-    share_allocation: bool = True,
+    grad: Tensor, outputs: list[Tensor], slots: list[int], alpha: Tensor
 ) -> tuple[list[Tensor], Tensor]:
-    """Gradients of every output (M tensors) and of alpha (E, K) for upstream ``grad``.
-
-    With ``share_allocation``, small gradients are views of one buffer; an op's
-    outputs must not alias, so the registered op passes False.
-    """
+    """Gradients of every output (M tensors) and of alpha (E, K) for upstream ``grad``."""
     template = outputs[0]
     code = _kernel_dtype(template.device, template.dtype)
     if code is None:
@@ -113,11 +103,9 @@ def backward(
     present = [t.contiguous() for t in outputs]
     kernel_alpha = _kernel_alpha(alpha, template.dtype)
     grad = grad.to(template.dtype).contiguous()
-    if share_allocation and len(present) * grad.numel() * grad.element_size() <= _SHARED_GRAD_BYTES:
-        grads = list(torch.empty((len(present), *template.shape), dtype=template.dtype,
-                                 device=template.device).unbind(0))
-    else:
-        grads = [torch.empty_like(grad) for _ in present]
+    # One allocation each: views of one shared buffer cost more to make (unbind), alias
+    # (an op's outputs must not), and a large buffer would page-fault on every call.
+    grads = [torch.empty_like(grad) for _ in present]
     grad_alpha = torch.empty_like(kernel_alpha)
     head, tail, _workspace = _call_args(code, present, slots, kernel_alpha, workspace=True)
     with _on_device(template.device):
@@ -149,12 +137,12 @@ def _checked_forward(outputs: list[Tensor], slots: list[int], alpha: Tensor) -> 
 
 def _checked_backward(grad, outputs: list[Tensor], slots: list[int], alpha: Tensor):
     _check_grid(outputs, slots, alpha)
-    return backward(grad, outputs, slots, alpha, share_allocation=False)
+    return backward(grad, outputs, slots, alpha)
 
 
 def _reference(outputs: list[Tensor], slots: list[int], alpha: Tensor) -> Tensor:
     edges, ops = alpha.shape
-    grid: list[list[Optional[Tensor]]] = [[None] * ops for _ in range(edges)]
+    grid: list[list[Tensor | None]] = [[None] * ops for _ in range(edges)]
     for output, slot in zip(outputs, slots):
         grid[slot // ops][slot % ops] = output
     return mixed_op_reference(grid, alpha)
@@ -172,3 +160,74 @@ def _reference_backward(grad, outputs, slots, alpha):
 for _device in ("cpu", "cuda"):
     torch.library.register_kernel("pynas::mixed_op", _device, _checked_forward)
     torch.library.register_kernel("pynas::mixed_op_backward", _device, _checked_backward)
+
+
+# ---- pynas::sample_categorical ----
+
+# (device type, torch dtype) -> pynas::DType of the sampling kernels; float16 and bfloat16
+# logits are widened to float32 (exactly) and the results narrowed back.
+_SAMPLING_DTYPES = {("cpu", torch.float32): 0, ("cpu", torch.float64): 1,
+                    ("cuda", torch.float32): 0, ("cuda", torch.float64): 1}
+
+
+def sample_categorical(logits: Tensor, seed: int, offset: int):
+    """Actions (B,) int64, log_prob and entropy (B,) of logits (B, N); seed is signed."""
+    from pynas.ops.sampling import sample_categorical_reference
+
+    if logits.dim() != 2 or logits.shape[1] < 1 or offset < 0 or offset % 4:
+        raise ValueError("sample_categorical needs (B, N >= 1) logits and an offset that is "
+                         f"a non-negative multiple of 4, got {tuple(logits.shape)}, {offset}")
+    device = logits.device
+    kernel_logits = logits if logits.dtype == torch.float64 else logits.float()
+    if device.type not in _COMPILED or (device.type, kernel_logits.dtype) not in _SAMPLING_DTYPES:
+        _backend.warn_once(f"sample_categorical-{device.type}",
+                           f"pynas: sample_categorical has no kernel on {device.type}; "
+                           "using the PyTorch reference")
+        return tuple(sample_categorical_reference(logits, seed, offset))
+    # Rows may be strided, or all one row (an expanded logits row, stride 0).
+    row_stride = kernel_logits.stride(0) if kernel_logits.shape[0] > 1 else 0
+    if kernel_logits.stride(1) != 1 or 0 < row_stride < kernel_logits.shape[1]:
+        kernel_logits = kernel_logits.contiguous()
+        row_stride = kernel_logits.shape[1]
+    rows = kernel_logits.shape[0]
+    actions = torch.empty(rows, dtype=torch.int64, device=device)
+    log_prob = torch.empty(rows, dtype=kernel_logits.dtype, device=device)
+    entropy = torch.empty_like(log_prob)
+    cuda = device.type == "cuda"
+    stream = torch.cuda.current_stream(device).cuda_stream if cuda else 0
+    with _on_device(device):
+        _C.sample_categorical(cuda, _SAMPLING_DTYPES[(device.type, kernel_logits.dtype)],
+                              kernel_logits.data_ptr(), rows, kernel_logits.shape[1],
+                              row_stride,
+                              seed % 2**64, offset, actions.data_ptr(), log_prob.data_ptr(),
+                              entropy.data_ptr(), torch.get_num_threads(), stream)
+    return actions, log_prob.to(logits.dtype), entropy.to(logits.dtype)
+
+
+for _device in ("cpu", "cuda"):
+    torch.library.register_kernel("pynas::sample_categorical", _device, sample_categorical)
+
+
+# ---- the RL controller's fused rollout (csrc/rollout.h; pynas/search/rl/controller.py) ----
+
+def controller_rollout(program: list[list[int]], num_decisions: int, num_anchors: int,
+                       weights: list[Tensor], hidden: int, tanh_constant: float, count: int,
+                       seed: int, offset: int, actions: Tensor, log_prob: Tensor,
+                       entropy: Tensor) -> None:
+    """Fill actions (count, D) int64, log_prob and entropy (count, D) float32 with
+    ``count`` rollouts; ``weights`` are the nine contiguous float32 arrays of
+    ``pynas::RolloutWeights`` in order, on the outputs' device."""
+    device = actions.device
+    cuda = device.type == "cuda"
+    workspace = None
+    if cuda:
+        size = _C.controller_rollout_cuda_workspace_bytes(count, num_anchors, hidden)
+        workspace = torch.empty(size, dtype=torch.uint8, device=device)
+    stream = torch.cuda.current_stream(device).cuda_stream if cuda else 0
+    with _on_device(device):
+        _C.controller_rollout(
+            cuda, program, num_decisions, num_anchors, [w.data_ptr() for w in weights],
+            hidden, weights[0].shape[0], weights[4].shape[0], tanh_constant, count,
+            seed % 2**64, offset, actions.data_ptr(), log_prob.data_ptr(), entropy.data_ptr(),
+            torch.get_num_threads(), workspace.data_ptr() if workspace is not None else 0,
+            stream)

@@ -49,3 +49,18 @@ def _backward(ctx, grad: Tensor):
 
 
 torch.library.register_autograd("pynas::mixed_op", _backward, setup_context=_setup_context)
+
+
+# ---- pynas::sample_categorical: (B, N) logits -> actions, log_prob, entropy (B,) ----
+# seed is the Philox key as a signed int64; offset a multiple of 4 (pynas/ops/sampling.py).
+torch.library.define(
+    "pynas::sample_categorical",
+    "(Tensor logits, int seed, int offset) -> (Tensor, Tensor, Tensor)",
+)
+
+
+@torch.library.register_fake("pynas::sample_categorical")
+def _sample_categorical_fake(logits: Tensor, seed: int, offset: int):
+    rows = logits.shape[0]
+    return (logits.new_empty(rows, dtype=torch.int64), logits.new_empty(rows),
+            logits.new_empty(rows))

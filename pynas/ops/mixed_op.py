@@ -1,7 +1,8 @@
 """The public DARTS mixed operation: validation and the nested forms."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -12,7 +13,7 @@ Entry = Optional[Tensor]  # None stands for the zero op
 
 
 def mixed_op(
-    outputs: Union[Sequence[Entry], Sequence[Sequence[Entry]]], alpha: Tensor
+    outputs: Sequence[Entry] | Sequence[Sequence[Entry]], alpha: Tensor
 ) -> Tensor:
     """The DARTS mixed operation, fused: one call per node.
 

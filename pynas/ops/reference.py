@@ -1,13 +1,13 @@
 """Pure-PyTorch references of the fused ops: the test oracle and the fallback."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 
-def mixed_op_reference(outputs: Sequence[Sequence[Optional[Tensor]]], alpha: Tensor) -> Tensor:
+def mixed_op_reference(outputs: Sequence[Sequence[Tensor | None]], alpha: Tensor) -> Tensor:
     """The DARTS mixed operation of one node, written with plain torch ops.
 
     Parameters

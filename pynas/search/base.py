@@ -4,6 +4,7 @@ A strategy never builds networks and never touches files: it proposes architectu
 (decision tuples, see :mod:`pynas.spaces.base`), is told their scores, and can hand
 back its whole state as a picklable dict so a killed run resumes exactly.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -16,6 +16,7 @@ line here and one module.
 from __future__ import annotations
 
 import argparse
+import os
 import importlib
 import sys
 import time
@@ -34,6 +35,9 @@ from pynas.spaces import SPACES, get_space
 STRATEGIES: dict[str, str] = {
     "random": "pynas.search.random_search",
     "evolution": "pynas.search.evolution",
+    "pnas": "pynas.search.pnas",
+    "rl": "pynas.search.rl.reinforce",
+    "darts": "pynas.search.darts",
 }
 
 #: Arguments that say how or where a run goes, not what it computes (with the top-level
@@ -140,9 +144,11 @@ def strategy_module(name: str) -> ModuleType:
 def run(args: argparse.Namespace) -> int:
     """``pynas search``: run the search ``args`` describe and print a summary line."""
     module = strategy_module(args.strategy)
-    run_dir = prepare_run_directory(args)
     if hasattr(module, "run"):
-        return int(module.run(args, run_dir) or 0)
+        # under torchrun only rank 0 owns (and writes) the run directory
+        owns_run = os.environ.get("RANK", "0") == "0"
+        return int(module.run(args, prepare_run_directory(args) if owns_run else None) or 0)
+    run_dir = prepare_run_directory(args)
     result = search(args, run_dir, progress=sys.stderr.isatty())
     print(summary_line(result, run_dir.path))
     return 0 if result["best"] is not None else 1

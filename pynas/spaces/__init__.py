@@ -5,10 +5,18 @@ from typing import Any
 
 from pynas.errors import UsageError
 from pynas.spaces.base import Arch, SearchSpace
+from pynas.spaces.darts import DartsSpace
+from pynas.spaces.macro import MacroSpace
 from pynas.spaces.nb201 import NB201Space
+from pynas.spaces.pnas import PNASSpace
 
 #: ``--space`` name -> class
-SPACES: dict[str, type[SearchSpace]] = {"nb201": NB201Space}
+SPACES: dict[str, type[SearchSpace]] = {
+    "nb201": NB201Space,
+    "pnas": PNASSpace,
+    "macro": MacroSpace,
+    "darts": DartsSpace,
+}
 
 
 def get_space(name: str, **kwargs: Any) -> SearchSpace:
@@ -24,4 +32,5 @@ def get_space(name: str, **kwargs: Any) -> SearchSpace:
     return SPACES[name](**kwargs)
 
 
-__all__ = ["SPACES", "Arch", "NB201Space", "SearchSpace", "get_space"]
+__all__ = ["SPACES", "Arch", "DartsSpace", "MacroSpace", "NB201Space", "PNASSpace", "SearchSpace",
+           "get_space"]

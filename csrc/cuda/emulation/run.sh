@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Check the CUDA mixed-op kernels without a GPU: run them on the CPU through emulation.h,
-# once under AddressSanitizer + UBSan (bounds) and once under ThreadSanitizer (missing
-# __syncthreads, shared-memory races). Needs g++ >= 12 and the CUDA headers.
+# Check the CUDA kernels without a GPU: run them on the CPU through emulation.h (one
+# std::thread per CUDA thread), once under AddressSanitizer + UBSan (bounds) and once under
+# ThreadSanitizer (missing __syncthreads, shared-memory races). check_mixed_op compares the
+# mixed-op kernels with a float64 reference; check_rollout compares the sampling and
+# rollout kernels with the CPU kernels. Needs g++ >= 12 and the CUDA headers.
 #   usage: csrc/cuda/emulation/run.sh [CUDA_INCLUDE_DIR]
 set -euo pipefail
 
@@ -11,8 +13,9 @@ cuda_include="${1:-/usr/local/cuda/include}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# A copy of mixed_op.cu whose launches and shared memory go through emulation.h.
-python3 - "$csrc/cuda/mixed_op.cu" "$work/mixed_op_emulated.inc" <<'EOF'
+# Copies of the .cu files whose launches and shared memory go through emulation.h.
+for kernel in mixed_op sampling rollout; do
+  python3 - "$csrc/cuda/$kernel.cu" "$work/${kernel}_emulated.inc" <<'PYTHON'
 import re
 import sys
 
@@ -24,17 +27,29 @@ text = text.replace("__shared__", "static")
 text, launches = re.subn(r"([\w:]+(?:<[^<>;]*>)?)\s*<<<(.*?)>>>\(",
                          r"::emulation::launch(\2, \1, ", text, flags=re.S)
 if launches == 0:
-    sys.exit("no kernel launch found in mixed_op.cu")
+    sys.exit(f"no kernel launch found in {sys.argv[1]}")
 open(sys.argv[2], "w").write(text)
-EOF
+PYTHON
+done
 
 flags=(-std=c++20 -g -O1 -pthread -I"$cuda_include" -I"$csrc" -I"$here"
-       -DPYNAS_CUDA_ARCHS='"80;90"' -DMIXED_OP_EMULATED_SOURCE="\"$work/mixed_op_emulated.inc\"")
-g++ "${flags[@]}" -fsanitize=address,undefined -fno-sanitize-recover=all \
-  "$here/check_mixed_op.cpp" -o "$work/check_address"
-g++ "${flags[@]}" -fsanitize=thread "$here/check_mixed_op.cpp" -o "$work/check_thread"
-
-echo "== AddressSanitizer + UBSan"
-"$work/check_address"
-echo "== ThreadSanitizer"
-TSAN_OPTIONS="halt_on_error=1" "$work/check_thread"
+       -DPYNAS_CUDA_ARCHS='"80;90"'
+       -DMIXED_OP_EMULATED_SOURCE="\"$work/mixed_op_emulated.inc\""
+       -DSAMPLING_EMULATED_SOURCE="\"$work/sampling_emulated.inc\""
+       -DROLLOUT_EMULATED_SOURCE="\"$work/rollout_emulated.inc\"")
+declare -A sources=(
+  [mixed_op]="$here/check_mixed_op.cpp"
+  [rollout]="$here/check_rollout.cpp $csrc/cpu/rollout.cpp $csrc/cpu/sampling.cpp"
+)
+for check in mixed_op rollout; do
+  # shellcheck disable=SC2086  # the source lists split on purpose
+  g++ "${flags[@]}" -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=all \
+    ${sources[$check]} -o "$work/${check}_address"
+  # Without OpenMP here: libgomp is not instrumented, and the emulated threads are the point.
+  # shellcheck disable=SC2086
+  g++ "${flags[@]}" -fsanitize=thread ${sources[$check]} -o "$work/${check}_thread"
+  echo "== $check: AddressSanitizer + UBSan"
+  "$work/${check}_address"
+  echo "== $check: ThreadSanitizer"
+  TSAN_OPTIONS="halt_on_error=1" "$work/${check}_thread"
+done

@@ -1,0 +1,11 @@
+"""Reinforcement-learning search: an LSTM controller trained with REINFORCE."""
+from pynas.search.rl.controller import (
+    Controller,
+    RolloutSample,
+    Step,
+    StepKind,
+    cell_program,
+    decision_program,
+)
+
+__all__ = ["Controller", "RolloutSample", "Step", "StepKind", "cell_program", "decision_program"]

@@ -1,0 +1,92 @@
+"""``pynas search darts``: the run it writes, resume, and its usage errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_darts import one_thread  # noqa: F401  (autouse: tiny networks on one thread)
+
+from pynas import cli
+from pynas.runs import RunDirectory
+from pynas.search import darts as darts_search
+from pynas.search.darts import DartsConfig, search
+from pynas.spaces.darts import DartsSpace
+
+TINY = ["--channels", "4", "--layers", "2", "--steps", "2", "--multiplier", "2",
+        "--batch-size", "16", "--limit-train", "64", "--mixed-op", "reference"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch):
+    """Make ``darts`` a strategy of ``pynas search`` (whether or not the registry has it)."""
+    import pynas.search.cli as search_cli
+
+    monkeypatch.setitem(search_cli.STRATEGIES, "darts", "pynas.search.darts")
+
+
+def tiny_config(**overrides) -> DartsConfig:
+    settings = dict(channels=4, layers=2, steps=2, multiplier=2, batch_size=16,
+                    limit_train=64, mixed_op="reference", epochs=2)  # fmt: skip
+    return DartsConfig(**{**settings, **overrides})
+
+
+def test_search_darts_writes_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    status = cli.main(["search", "darts", "--epochs", "2", "--out", str(out), *TINY])
+    assert status == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["strategy"] == "darts" and result["space"] == "darts"
+    assert result["epochs"] == 2 and result["seconds"] > 0
+    for key in ("val_acc", "test_acc", "supernet_val_acc", "supernet_test_acc"):
+        assert 0.0 <= result[key] <= 100.0
+    space = DartsSpace(channels=4, layers=2, steps=2)
+    arch = space.from_genotype(result["genotype"])
+    assert result["arch"] == space.to_string(arch) == result["best"]["arch"]
+    for name in ("alphas_normal.png", "alphas_reduce.png", "curves.png", "normal_cell.png",
+                 "reduce_cell.png", "checkpoint.pt"):  # fmt: skip
+        assert (out / name).stat().st_size > 1000, name
+    dot = (out / "normal_cell.dot").read_text()
+    assert dot.count("->") == 2 * 2 + 2 and "c_{k-2}" in dot
+    assert result["arch"] in capsys.readouterr().out
+
+
+def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
+    uninterrupted = search(tiny_config(), RunDirectory.prepare(tmp_path / "a"))
+    saves = []
+    original = darts_search.save_checkpoint
+
+    def save_then_die(path, state):
+        original(path, state)
+        saves.append(path)
+        if len(saves) == 1:
+            raise KeyboardInterrupt  # the process dies right after epoch 1's checkpoint
+
+    monkeypatch.setattr(darts_search, "save_checkpoint", save_then_die)
+    run_dir = RunDirectory.prepare(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        search(tiny_config(), run_dir)
+    assert not run_dir.result_path.exists()
+    resumed = search(tiny_config(), run_dir, resume=True)
+    assert len(saves) == 2  # only epoch 2 was trained again
+    assert resumed["genotype"] == uninterrupted["genotype"]
+    assert resumed["supernet_val_acc"] == uninterrupted["supernet_val_acc"]
+    alphas_a = torch.load(tmp_path / "a" / "checkpoint.pt")["model"]["alpha_normal"]
+    alphas_b = torch.load(run_dir.checkpoint_path)["model"]["alpha_normal"]
+    torch.testing.assert_close(alphas_a, alphas_b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["--space", "pnas"], "darts cannot search the space 'pnas'"),
+        (["--budget", "5"], "--budget does not apply to darts"),
+        (["--mixed-op", "fast"], "invalid choice"),
+        (["--dataset", "imagenet"], "unknown dataset"),
+    ],
+)
+def test_usage_errors_are_one_line_with_status_2(tmp_path, capsys, arguments, message):
+    status = cli.main(["search", "darts", "--out", str(tmp_path / "run"), *TINY, *arguments])
+    error = capsys.readouterr().err
+    assert status == 2 and message in error and len(error.strip().splitlines()) == 1
