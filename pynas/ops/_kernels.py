@@ -149,12 +149,18 @@ def _reference(outputs: list[Tensor], slots: list[int], alpha: Tensor) -> Tensor
 
 
 def _reference_backward(grad, outputs, slots, alpha):
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_() for t in outputs]
-        alpha_leaf = alpha.detach().requires_grad_()
-        result = _reference(leaves, slots, alpha_leaf)
-        grads = torch.autograd.grad(result, [*leaves, alpha_leaf], grad)
-    return list(grads[:-1]), grads[-1]
+    """The backward in plain torch ops, written out: a kernel runs below autograd, so it
+    cannot ask autograd for it. grad_m = w[slot_m] * grad, and alpha's gradient is the
+    softmax Jacobian applied to the dot products <grad, output_m>."""
+    accumulate = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    weights = torch.softmax(alpha.to(accumulate), dim=-1).flatten()
+    grads = [(weights[slot] * grad.to(accumulate)).to(grad.dtype) for slot in slots]
+    dots = torch.zeros_like(weights)
+    for output, slot in zip(outputs, slots):
+        dots[slot] = (grad.to(accumulate) * output.to(accumulate)).sum()
+    weights, dots = weights.view(alpha.shape), dots.view(alpha.shape)
+    grad_alpha = weights * (dots - (weights * dots).sum(dim=-1, keepdim=True))
+    return grads, grad_alpha.to(alpha.dtype)
 
 
 for _device in ("cpu", "cuda"):
