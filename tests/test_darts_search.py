@@ -50,6 +50,11 @@ def test_search_darts_writes_the_run(tmp_path, capsys):
     dot = (out / "normal_cell.dot").read_text()
     assert dot.count("->") == 2 * 2 + 2 and "c_{k-2}" in dot
     assert result["arch"] in capsys.readouterr().out
+    (out / "normal_cell.png").unlink()
+    assert cli.main(["show", str(out)]) == 0  # a one-shot run: no trials, a result
+    shown = capsys.readouterr().out
+    assert result["arch"] in shown and "darts on darts" in shown
+    assert (out / "normal_cell.png").stat().st_size > 1000  # redrawn
 
 
 def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):

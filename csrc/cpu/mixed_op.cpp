@@ -15,6 +15,62 @@ namespace {
 // (backward) stays in L1 while every input streams past it once.
 constexpr int64_t kChunk = 16384;
 
+// The two inner loops, compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load
+// time (ifunc): the wheel runs on any x86-64, and wider vectors pay when the data sits in
+// cache. They are functions of their own because GCC outlines OpenMP regions before it
+// clones, so a clone attribute on the parallel function would miss its loops.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define PYNAS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PYNAS_VECTOR_CLONES
+#endif
+
+// out[i] (+)= w * x[i] for i < len.
+template <typename T>
+inline __attribute__((always_inline)) void scale_into_body(T* __restrict__ out,
+                                                           const T* __restrict__ x, T w,
+                                                           int64_t len, bool accumulate) {
+  if (accumulate) {
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) out[i] += w * x[i];
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) out[i] = w * x[i];
+  }
+}
+
+// grad_x[i] = w * g[i] for i < len; returns sum_i g[i] * x[i].
+template <typename T>
+inline __attribute__((always_inline)) T scale_and_dot_body(T* __restrict__ grad_x,
+                                                           const T* __restrict__ g,
+                                                           const T* __restrict__ x, T w,
+                                                           int64_t len) {
+  T dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t i = 0; i < len; ++i) {
+    grad_x[i] = w * g[i];
+    dot += g[i] * x[i];
+  }
+  return dot;
+}
+
+PYNAS_VECTOR_CLONES void scale_into(float* out, const float* x, float w, int64_t len,
+                                    bool accumulate) {
+  scale_into_body(out, x, w, len, accumulate);
+}
+PYNAS_VECTOR_CLONES void scale_into(double* out, const double* x, double w, int64_t len,
+                                    bool accumulate) {
+  scale_into_body(out, x, w, len, accumulate);
+}
+PYNAS_VECTOR_CLONES float scale_and_dot(float* grad_x, const float* g, const float* x, float w,
+                                        int64_t len) {
+  return scale_and_dot_body(grad_x, g, x, w, len);
+}
+PYNAS_VECTOR_CLONES double scale_and_dot(double* grad_x, const double* g, const double* x,
+                                         double w, int64_t len) {
+  return scale_and_dot_body(grad_x, g, x, w, len);
+}
+
 bool valid(const MixedOpArgs& args) {
   if (args.num_edges < 1 || args.num_ops < 1 || args.numel < 0 || args.num_inputs < 0 ||
       args.num_inputs > args.num_edges * args.num_ops || args.alpha == nullptr)
@@ -51,17 +107,9 @@ void forward(const MixedOpArgs& args, T* out, int num_threads) {
       std::fill(o, o + len, T(0));
       continue;
     }
-    {
-      const T* __restrict__ x = static_cast<const T*>(args.inputs[0]) + begin;
-      const T w = weights[args.slots[0]];
-#pragma omp simd
-      for (int64_t i = 0; i < len; ++i) o[i] = w * x[i];
-    }
-    for (int64_t m = 1; m < M; ++m) {
-      const T* __restrict__ x = static_cast<const T*>(args.inputs[m]) + begin;
-      const T w = weights[args.slots[m]];
-#pragma omp simd
-      for (int64_t i = 0; i < len; ++i) o[i] += w * x[i];
+    for (int64_t m = 0; m < M; ++m) {
+      scale_into(o, static_cast<const T*>(args.inputs[m]) + begin, weights[args.slots[m]], len,
+                 /*accumulate=*/m > 0);
     }
   }
 }
@@ -80,18 +128,11 @@ void backward(const MixedOpArgs& args, const T* grad_out, void* const* grad_inpu
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t begin = c * kChunk, len = std::min(n, begin + kChunk) - begin;
-      const T* __restrict__ g = grad_out + begin;
+      const T* g = grad_out + begin;
       for (int64_t m = 0; m < M; ++m) {
-        const T* __restrict__ x = static_cast<const T*>(args.inputs[m]) + begin;
-        T* __restrict__ gx = static_cast<T*>(grad_inputs[m]) + begin;
-        const T w = weights[args.slots[m]];
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t i = 0; i < len; ++i) {
-          gx[i] = w * g[i];
-          dot += g[i] * x[i];
-        }
-        local[m] += dot;
+        local[m] += scale_and_dot(static_cast<T*>(grad_inputs[m]) + begin, g,
+                                  static_cast<const T*>(args.inputs[m]) + begin,
+                                  weights[args.slots[m]], len);
       }
     }
 #pragma omp critical

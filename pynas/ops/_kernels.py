@@ -26,6 +26,8 @@ _KERNEL_DTYPES = {
     ("cuda", torch.float16): 2,
     ("cuda", torch.bfloat16): 3,
 }
+# Gradients of at least this many bytes each share one allocation (see ``backward``).
+_SHARED_GRAD_BYTES = 2**20
 # The CUDA kernels keep the E*K softmax weights in shared memory (csrc/cuda/mixed_op.cu).
 _CUDA_MAX_WEIGHTS = 2048
 
@@ -93,9 +95,14 @@ def forward(outputs: list[Tensor], slots: list[int], alpha: Tensor) -> Tensor:
 
 
 def backward(
-    grad: Tensor, outputs: list[Tensor], slots: list[int], alpha: Tensor
+    grad: Tensor, outputs: list[Tensor], slots: list[int], alpha: Tensor,
+    may_alias: bool = True,
 ) -> tuple[list[Tensor], Tensor]:
-    """Gradients of every output (M tensors) and of alpha (E, K) for upstream ``grad``."""
+    """Gradients of every output (M tensors) and of alpha (E, K) for upstream ``grad``.
+
+    With ``may_alias``, large gradients are views of one buffer (the registered op passes
+    False: an op's outputs must not alias).
+    """
     template = outputs[0]
     code = _kernel_dtype(template.device, template.dtype)
     if code is None:
@@ -103,9 +110,13 @@ def backward(
     present = [t.contiguous() for t in outputs]
     kernel_alpha = _kernel_alpha(alpha, template.dtype)
     grad = grad.to(template.dtype).contiguous()
-    # One allocation each: views of one shared buffer cost more to make (unbind), alias
-    # (an op's outputs must not), and a large buffer would page-fault on every call.
-    grads = [torch.empty_like(grad) for _ in present]
+    if may_alias and grad.numel() * grad.element_size() >= _SHARED_GRAD_BYTES:
+        # Large gradients in one block: glibc returns a run of freed multi-MB blocks to the
+        # system, and fresh pages fault on first touch, each call again (2-3x the kernel).
+        grads = list(torch.empty((len(present), *grad.shape), dtype=grad.dtype,
+                                 device=grad.device).unbind(0))
+    else:  # small: one allocation each is cheaper than making M views
+        grads = [torch.empty_like(grad) for _ in present]
     grad_alpha = torch.empty_like(kernel_alpha)
     head, tail, _workspace = _call_args(code, present, slots, kernel_alpha, workspace=True)
     with _on_device(template.device):
@@ -137,7 +148,7 @@ def _checked_forward(outputs: list[Tensor], slots: list[int], alpha: Tensor) -> 
 
 def _checked_backward(grad, outputs: list[Tensor], slots: list[int], alpha: Tensor):
     _check_grid(outputs, slots, alpha)
-    return backward(grad, outputs, slots, alpha)
+    return backward(grad, outputs, slots, alpha, may_alias=False)
 
 
 def _reference(outputs: list[Tensor], slots: list[int], alpha: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ read while the search writes).
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     """Redraw ``search_curve.png`` from ``trials.sqlite`` and print the run's summary."""
     run_dir = RunDirectory(args.run)
     if not run_dir.trials_path.is_file():
+        if run_dir.result_path.is_file():  # a one-shot search (DARTS) evaluates no trials
+            return _show_one_shot(run_dir)
         raise UsageError(f"{run_dir.path} is not a pynas run (no {RunDirectory.TRIALS})")
     config = run_dir.read_config() or {}
     with run_dir.open_store() as store:
@@ -52,6 +55,29 @@ def run(args: argparse.Namespace) -> int:
         last = failures[-1]
         print(f"last failure trial {last.trial}: {_last_line(last.error)}")
     print(f"plot         {Path(run_dir.curve_path)}")
+    return 0
+
+
+def _show_one_shot(run_dir: RunDirectory) -> int:
+    """Summary of a run without trials (DARTS) from its result.json; redraws the cells."""
+    try:
+        result = json.loads(run_dir.result_path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read {run_dir.result_path}: {error}") from error
+    print(f"run          {run_dir.path}")
+    print(f"search       {result.get('strategy', '?')} on {result.get('space', '?')}, "
+          f"seed {result.get('seed', '?')}")
+    best = result.get("best") or {}
+    print(f"best         {best.get('arch', '?')}")
+    metrics = best.get("metrics") or {}
+    print("metrics      " + ", ".join(f"{name} {_format(value)}"
+                                      for name, value in metrics.items()))
+    genotype = result.get("genotype")
+    if result.get("space") == "darts" and isinstance(genotype, dict):
+        from pynas.cells import draw_genotype
+
+        for path in draw_genotype(genotype, run_dir.path):
+            print(f"plot         {path}")
     return 0
 
 
