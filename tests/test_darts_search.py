@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
-from test_darts import one_thread  # noqa: F401  (autouse: tiny networks on one thread)
 
 from pynas import cli
 from pynas.runs import RunDirectory
 from pynas.search import darts as darts_search
 from pynas.search.darts import DartsConfig, search
 from pynas.spaces.darts import DartsSpace
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--channels", "4", "--layers", "2", "--steps", "2", "--multiplier", "2",
         "--batch-size", "16", "--limit-train", "64", "--mixed-op", "reference"]  # fmt: skip

@@ -29,12 +29,7 @@ NB201_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" 
 OPERATION_SCORES = dict(zip(OPERATIONS, (3.0, 0.0, 1.0, 1.5, 2.5, 2.0, 0.5, 2.2)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cell_score(space: PNASSpace, arch) -> float:

@@ -15,13 +15,7 @@ from pynas.spaces.pnas import (
     unused_blocks,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_arch(space: PNASSpace, generator: random.Random) -> tuple[int, ...]:

@@ -9,12 +9,7 @@ from pynas.search.surrogate import SurrogateEnsemble, pad_cells
 VOCABULARY, WIDTH = 12, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_cells(count: int, seed: int) -> tuple[list, np.ndarray]:

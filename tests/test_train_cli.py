@@ -6,11 +6,13 @@ import json
 
 import pytest
 import torch
-from test_darts import DARTS_V2, one_thread  # noqa: F401  (autouse: tiny networks, one thread)
+from test_darts import DARTS_V2
 
 from pynas import cli
 from pynas.spaces.darts import DartsNetwork
 from pynas.train_cli import cutout
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--channels", "4", "--layers", "3", "--epochs", "2", "--batch-size", "32"]
 
