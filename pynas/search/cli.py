@@ -16,8 +16,8 @@ line here and one module.
 from __future__ import annotations
 
 import argparse
-import os
 import importlib
+import os
 import sys
 import time
 from pathlib import Path

@@ -1,5 +1,7 @@
-"""Regularized evolution (aging evolution), Real et al. 2019, "Regularized Evolution for
-Image Classifier Architecture Search", Algorithm 1.
+"""Regularized evolution (aging evolution): tournaments, one mutation, the oldest dies.
+
+Real et al. 2019, "Regularized Evolution for Image Classifier Architecture Search",
+Algorithm 1.
 
 A population of ``population_size`` architectures starts at random. Each further
 candidate comes from a tournament: ``sample_size`` members are drawn at random, the best

@@ -32,7 +32,6 @@ import torch.nn.functional as functional
 from torch import Tensor, nn
 
 from pynas.spaces.base import Arch, SearchSpace
-from pynas.spaces.flops import count_multiply_adds
 
 #: the DARTS operations in the paper's order; ``none`` is the zero operation
 OPERATIONS = (
@@ -499,15 +498,6 @@ class DartsSpace(SearchSpace):
 
     def build(self, arch: Arch, num_classes: int, in_channels: int) -> DartsNetwork:
         return self.build_genotype(self.to_genotype(arch), num_classes, in_channels)
-
-    def count_flops(
-        self, arch: Arch, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10
-    ) -> int:
-        """Multiply-adds of one forward pass on one image of ``input_shape`` (C, H, W),
-        convolutions and linear layers only (see :mod:`pynas.spaces.flops`); the
-        auxiliary head, used only in training, is not counted."""
-        model = self.build(arch, num_classes, input_shape[0])
-        return count_multiply_adds(model, input_shape)
 
     def build_genotype(
         self, genotype: Genotype, num_classes: int, in_channels: int

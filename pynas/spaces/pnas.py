@@ -43,7 +43,6 @@ from pynas.errors import UsageError
 from pynas.spaces.base import Arch, SearchSpace
 from pynas.spaces.darts import OPERATION_FACTORIES as DARTS_OPERATION_FACTORIES
 from pynas.spaces.darts import SepConv, cell_preprocessing
-from pynas.spaces.flops import count_multiply_adds
 
 #: the 8 operations of the paper (section 3.1), in its order
 OPERATIONS = (
@@ -346,12 +345,6 @@ class PNASSpace(SearchSpace):
     def build(self, arch: Arch, num_classes: int, in_channels: int) -> nn.Module:
         return PNASNetwork(self.cell_blocks(arch), self.channels, self.cells_per_stage,
                            self.stem_multiplier, num_classes, in_channels)
-
-    def count_flops(self, arch: Arch, input_shape: Sequence[int] = (3, 32, 32),
-                    num_classes: int = 10) -> int:
-        """Multiply-adds of the convolutions and linear layers on one example of
-        ``input_shape`` = (channels, height, width)."""
-        return count_multiply_adds(self.build(arch, num_classes, input_shape[0]), input_shape)
 
     # -- progressive search -----------------------------------------------------------
 
