@@ -75,6 +75,19 @@ struct CategoricalArgs {
   uint64_t offset;     // Philox offset in 32-bit words; row b draws block (b, offset / 4)
 };
 
+// Draws row `row` of args (one Philox block of its own, so neither the thread count nor the
+// device changes a result) and writes actions[row], log_prob[row] and entropy[row].
+template <typename T>
+PYNAS_HOST_DEVICE void sample_row(const CategoricalArgs& args, int64_t row, int64_t* actions,
+                                  T* log_prob, T* entropy) {
+  const T* logits = static_cast<const T*>(args.logits) + row * args.row_stride;
+  const double u = philox_uniform(args.seed, static_cast<uint64_t>(row), args.offset / 4);
+  const CategoricalDraw draw = categorical_draw(logits, args.num_classes, 1, u);
+  actions[row] = draw.action;
+  log_prob[row] = static_cast<T>(draw.log_prob);
+  entropy[row] = static_cast<T>(draw.entropy);
+}
+
 // ---- CPU (csrc/cpu/sampling.cpp): host pointers. ----
 // actions: (B,) int64; log_prob, entropy: (B,) of `dtype`.
 Status sample_categorical_cpu(const CategoricalArgs& args, int64_t* actions, void* log_prob,

@@ -13,21 +13,12 @@ namespace {
 template <typename T>
 void sample_rows(const CategoricalArgs& args, int64_t* actions, T* log_prob, T* entropy,
                  int num_threads) {
-  const T* logits = static_cast<const T*>(args.logits);
-  const uint64_t step = args.offset / 4;
   // A thread per kRowsPerThread rows at least: waking threads costs more than a few draws.
   constexpr int64_t kRowsPerThread = 512;
   const int threads = static_cast<int>(
       std::min<int64_t>(num_threads, std::max<int64_t>(args.rows / kRowsPerThread, 1)));
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t row = 0; row < args.rows; ++row) {
-    const double u = philox_uniform(args.seed, static_cast<uint64_t>(row), step);
-    const CategoricalDraw draw =
-        categorical_draw(logits + row * args.row_stride, args.num_classes, 1, u);
-    actions[row] = draw.action;
-    log_prob[row] = static_cast<T>(draw.log_prob);
-    entropy[row] = static_cast<T>(draw.entropy);
-  }
+  for (int64_t row = 0; row < args.rows; ++row) sample_row(args, row, actions, log_prob, entropy);
 }
 
 }  // namespace

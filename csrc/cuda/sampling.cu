@@ -19,16 +19,9 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sample_categorical_kernel(const CategoricalArgs args, int64_t* __restrict__ actions,
                               T* __restrict__ log_prob, T* __restrict__ entropy) {
-  const T* logits = static_cast<const T*>(args.logits);
-  const uint64_t step = args.offset / 4;
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        row < args.rows; row += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const double u = philox_uniform(args.seed, static_cast<uint64_t>(row), step);
-    const CategoricalDraw draw =
-        categorical_draw(logits + row * args.row_stride, args.num_classes, 1, u);
-    actions[row] = draw.action;
-    log_prob[row] = static_cast<T>(draw.log_prob);
-    entropy[row] = static_cast<T>(draw.entropy);
+    sample_row(args, row, actions, log_prob, entropy);
   }
 }
 
