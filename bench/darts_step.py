@@ -5,10 +5,10 @@ For each configuration and each supernet, times one first-order and one second-o
 search step (:meth:`BilevelOptimizer.step`: the architecture step, then the weight step):
 the median over ``--repeats`` after a warm-up step, the three supernets taking turns so
 the ratios are measured side by side. On CPU the time is the process's CPU time (see
-:func:`seconds_of`), so run it with ``OMP_NUM_THREADS=1``. It also measures the step's peak memory:
-``torch.cuda.max_memory_allocated`` on CUDA; on CPU the rise of the process's peak
-resident memory over its resident memory before the step, each supernet in a fresh
-process (the peak of a process only grows).
+:func:`seconds_of`), so run it with ``OMP_NUM_THREADS=1``. It also measures the step's
+peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the rise of the process's
+peak resident memory (VmHWM, restarted after a warm-up step) over its resident memory
+before the step, each supernet in a fresh process with glibc returning freed blocks at once.
 
 Supernets:
 
@@ -18,8 +18,11 @@ Supernets:
              returning ``sum(w * op(x))``, the zero op computing ``x.mul(0.)``, nodes
              summing their edges, softmax taken once per forward.
 
-The same operation modules, optimiser and data serve all three, so the difference is the
-combine. The combine's share of the step time is estimated by timing the combine alone
+The same operation modules, optimiser and data serve all three. pynas's supernet (fused
+and reference) also applies each state's ReLU once for all the operations that start with
+one (``pynas.spaces.darts.shares_relu``), where the original applies it once per operation;
+so fused against reference is the combine alone, and fused against original is what a user
+gains in all. The combine's share of the step time is estimated by timing the combine alone
 (forward and backward) on tensors of the shapes the supernet combines, once per
 forward-backward pass of the step (2 for first order, 5 for second order).
 
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -146,6 +148,26 @@ def _resident_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_resident() -> bool:
+    """Restart the process's peak resident memory (VmHWM) from its current resident memory
+    (Linux >= 4.0). Needed because a child forked from a large parent starts with the
+    parent's peak, and ``exec`` keeps it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_resident_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 class StepSetup:
     """One supernet with its bilevel optimiser and a (train, valid) batch."""
 
@@ -192,8 +214,8 @@ def step_seconds(config: str, order: int, device: torch.device, repeats: int) ->
 
 
 def peak_step_bytes(config: str, supernet: str, order: int, device: torch.device) -> int:
-    """Memory one search step needs above what the process held before it (run in a
-    fresh process on CPU: the process's peak then belongs to this step)."""
+    """Memory one search step needs above what the process held before it (on CPU, run
+    in a fresh process: nothing else then moves its resident memory)."""
     setup = StepSetup(config, supernet, order, device)
     setup.step()  # warm-up: momentum buffers and allocator caches exist before measuring
     if device.type == "cuda":
@@ -203,10 +225,12 @@ def peak_step_bytes(config: str, supernet: str, order: int, device: torch.device
         setup.step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
+    if not _reset_peak_resident():
+        raise RuntimeError("cannot reset the peak resident memory (/proc/self/clear_refs); "
+                           "the CPU memory column needs Linux >= 4.0")
     before = _resident_bytes()
     setup.step()
-    # ru_maxrss is the process's peak resident memory, in KiB on Linux
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before, 0)
+    return max(_peak_resident_bytes() - before, 0)
 
 
 def combine_seconds(config: str, supernet: str, device: torch.device, repeats: int) -> float:

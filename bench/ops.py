@@ -10,7 +10,8 @@ alpha, so no gradient accumulation is timed) of
 
 for one edge (K=8) and for a whole DARTS cell (4 nodes fed by 2, 3, 4, 5 edges: 14 edges,
 K=8). The zero op (``none``) is passed as ``None`` to (a) and skipped by (b) and (c), so
-every method combines the same 7 tensors per edge. Reports the median microseconds,
+every method combines the same 7 tensors per edge. The three take turns, round by round.
+Reports the median microseconds,
 the effective bandwidth of (a) (bytes that must move: each output read once forward and
 once backward, each gradient written once, the node output written and its gradient
 read once), the machine's copy bandwidth measured in the same run, and the ratios.
@@ -57,6 +58,25 @@ def median_seconds(fn, device: torch.device, repeats: int, warmup: int) -> float
         _synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_medians(steps: dict, device: torch.device, repeats: int, warmup: int) -> dict:
+    """Median wall seconds of each of ``steps`` (name -> function), timed in turns (each
+    round runs every method once, in a rotating order) so that a machine whose speed
+    drifts during the run slows every method alike."""
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            _synchronize(device)
+            start = time.perf_counter()
+            steps[name]()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def copy_bandwidth(device: torch.device, megabytes: int = 256, repeats: int = 10) -> float:
@@ -127,19 +147,18 @@ def _run(device, threads, repeats, shapes, compile_reference, dtype) -> dict:
             leaves = [out for outputs, alpha in nodes for edge in outputs for out in edge
                       if out is not None] + [alpha for _, alpha in nodes]
             grads = [torch.randn(shape, dtype=dtype, device=device) for _ in nodes]
-            # Big cases run few times; the small one many (it is overhead-bound).
-            reps = max(5, repeats // 4) if torch.Size(shape).numel() > 10**5 else repeats * 10
+            # Big cases run fewer times; the small one many (it is overhead-bound).
+            reps = max(5, repeats // 2) if torch.Size(shape).numel() > 10**5 else repeats * 10
             row = {"case": case, "shape": name, "edges": sum(edges)}
             compiled = None
             if compile_reference:
                 torch._dynamo.reset()  # a fresh compilation per case, never a recompile limit
                 compiled = torch.compile(original, dynamic=False)
-            for method, forward in (("fused", fused), ("original", original),
-                                    ("compiled", compiled)):
-                if forward is None:
-                    continue
-                step = _forward_backward(forward, nodes, grads, leaves)
-                row[method] = median_seconds(step, device, reps, warmup=3) * 1e6
+            steps = {method: _forward_backward(forward, nodes, grads, leaves)
+                     for method, forward in (("fused", fused), ("original", original),
+                                             ("compiled", compiled)) if forward is not None}
+            for method, seconds in interleaved_medians(steps, device, reps, warmup=3).items():
+                row[method] = seconds * 1e6
             row["gbps"] = effective_bytes(nodes, shape, dtype) / row["fused"] / 1e3
             rows.append(row)
             del nodes, leaves, grads

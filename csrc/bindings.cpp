@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "host_pool.h"
 #include "mixed_op.h"
 #include "rollout.h"
 #include "sampling.h"
@@ -46,6 +47,68 @@ std::vector<Pointer> as_pointers(const std::vector<uintptr_t>& addresses) {
   for (size_t i = 0; i < addresses.size(); ++i)
     pointers[i] = reinterpret_cast<Pointer>(addresses[i]);
   return pointers;
+}
+
+// ---- host blocks handed to torch through DLPack ----
+// The DLPack ABI (the legacy `DLManagedTensor` that a capsule named "dltensor" carries),
+// declared here from its specification: torch.from_dlpack takes the capsule, renames it
+// "used_dltensor", and calls `deleter` once the last tensor viewing the block is gone.
+struct DLDevice {
+  int32_t device_type;  // kDLCPU = 1
+  int32_t device_id;
+};
+struct DLDataType {
+  uint8_t code;  // kDLUInt = 1
+  uint8_t bits;
+  uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t* shape;
+  int64_t* strides;  // nullptr: compact row-major
+  uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor* self);
+};
+
+// One pooled block as a DLPack uint8 vector of `bytes` elements.
+struct PooledBlock {
+  DLManagedTensor managed;
+  int64_t shape[1];
+  size_t capacity;
+};
+
+void release_pooled_block(DLManagedTensor* managed) {
+  auto* block = static_cast<PooledBlock*>(managed->manager_ctx);
+  pynas::host_pool_release(managed->dl_tensor.data, block->capacity);
+  delete block;
+}
+
+py::capsule pooled_host_block(int64_t bytes) {
+  if (bytes < 1) throw py::value_error("pooled_host_block: bytes must be positive");
+  auto* block = new PooledBlock();
+  void* data = pynas::host_pool_acquire(static_cast<size_t>(bytes), &block->capacity);
+  if (data == nullptr) {
+    delete block;
+    throw std::bad_alloc();
+  }
+  block->shape[0] = bytes;
+  block->managed.dl_tensor = {data, {1, 0}, 1, {1, 8, 1}, block->shape, nullptr, 0};
+  block->managed.manager_ctx = block;
+  block->managed.deleter = release_pooled_block;
+  // A capsule dropped before torch took it still owns the block.
+  return py::capsule(&block->managed, "dltensor", [](PyObject* capsule) {
+    if (PyCapsule_IsValid(capsule, "dltensor")) {
+      auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule, "dltensor"));
+      managed->deleter(managed);
+    }
+  });
 }
 
 // A mixed-op call as the Python layer describes it: pointers as ints, host lists.
@@ -278,6 +341,14 @@ PYBIND11_MODULE(_C, m) {
 #endif
       },
       py::arg("count"), py::arg("num_anchors"), py::arg("hidden"));
+
+  // Host blocks for large CPU gradients (csrc/host_pool.h), as DLPack capsules.
+  m.def("pooled_host_block", &pooled_host_block, py::arg("bytes"));
+  m.def("host_pool_cached_bytes", []() { return pynas::host_pool_cached_bytes(); });
+  m.def("host_pool_limit", []() { return pynas::host_pool_limit(); });
+  m.def("host_pool_set_limit", [](size_t bytes) { pynas::host_pool_set_limit(bytes); },
+        py::arg("bytes"));
+  m.def("host_pool_empty", []() { pynas::host_pool_empty(); });
 
   m.def("cuda_archs", []() {
     std::vector<int> archs;

@@ -188,6 +188,40 @@ def test_fused_and_reference_supernets_agree():
     torch.testing.assert_close(fused(images), reference(images))
 
 
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_shared_relu_computes_what_each_operation_computes_alone(space, monkeypatch):
+    """The supernets apply each state's ReLU once for every operation that starts with
+    one; outputs and gradients must equal those of every operation called on its own."""
+    from pynas.search.darts_nb201 import NB201Supernet
+    from pynas.search.darts_supernet import MixedEdge
+
+    torch.manual_seed(0)
+    if space == "darts":
+        model = DartsSupernet(10, 3, channels=4, layers=3, mixed_op="reference")
+    else:
+        model = NB201Supernet(10, 3, channels=4, cells_per_stage=1, mixed_op="reference")
+    model = model.double()
+    assert all(edge.after_relu for edge in model.modules() if isinstance(edge, MixedEdge))
+    images = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+
+    def outputs_and_gradients():
+        out = model(images)
+        return [out, *torch.autograd.grad(out.square().sum(), list(model.parameters()))]
+
+    shared = outputs_and_gradients()
+    monkeypatch.setattr(
+        MixedEdge,
+        "forward",
+        lambda self, x, relu_x=None: [
+            self.candidates[name](x) if name in self.candidates else None
+            for name in self.operations
+        ],
+    )
+    alone = outputs_and_gradients()
+    for a, b in zip(shared, alone):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 # ---- discretization --------------------------------------------------------------------
 
 

@@ -65,6 +65,64 @@ def test_matches_reference_over_shapes(shape, dtype):
         assert_matches_reference(grid, alpha, **tolerance)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_backward_with_streaming_stores_matches_reference(dtype):
+    """A backward writing 16 MiB of gradients or more uses the streaming-store loop
+    (csrc/cpu/mixed_op.cpp); an odd element count exercises its unaligned tail."""
+    rng = random.Random()
+    numel = (1 << 20) // torch.finfo(dtype).bits * 8 + 3  # just over 1 MiB per gradient
+    grid, alpha = random_grid(rng, 2, 8, (numel,), dtype, none_rate=0.0)
+    tolerance = dict(atol=1e-3, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-10,
+                                                                                rtol=1e-10)
+    assert_matches_reference(grid, alpha, **tolerance)
+
+
+def test_large_gradients_reuse_a_cached_block_only_once_it_is_free():
+    """Gradients of 1 MiB or more come from one cached host block (csrc/host_pool.h): a
+    block is handed out again only after every gradient viewing it is gone."""
+    if "cpu" not in _backend.backends():
+        pytest.skip("pynas._C is not built")
+    from pynas import ops
+
+    ops.empty_cache()
+    grid, alpha = random_grid(random.Random(), 2, 4, (2**18,), torch.float32, none_rate=0.0)
+    leaves = present(grid)
+
+    def gradients():
+        result = mixed_op(grid, alpha)
+        return torch.autograd.grad(result, leaves, torch.ones_like(result))
+
+    def span(grads):
+        starts = [g.data_ptr() for g in grads]
+        return min(starts), max(starts) + grads[0].numel() * grads[0].element_size()
+
+    first = gradients()
+    kept = [g.clone() for g in first]
+    second = gradients()  # `first` is alive: a different block
+    low, high = span(first)
+    assert span(second)[1] <= low or span(second)[0] >= high
+    for g, copy in zip(first, kept):
+        torch.testing.assert_close(g, copy, rtol=0, atol=0)
+    address = span(first)[0]
+    del first, g
+    assert ops.cached_bytes() >= 8 * 2**20
+    third = gradients()  # reuses the block `first` gave back
+    assert span(third)[0] == address
+    torch.testing.assert_close(third[0], kept[0], rtol=0, atol=0)
+    del second, third
+    ops.empty_cache()
+    assert ops.cached_bytes() == 0
+    ops.set_cache_limit(0)
+    try:
+        del_now = gradients()
+        del del_now
+        assert ops.cached_bytes() == 0  # nothing kept with the cache off
+    finally:
+        ops.set_cache_limit(512 * 2**20)
+    with pytest.raises(ValueError, match="limit_bytes"):
+        ops.set_cache_limit(-1)
+
+
 @pytest.mark.parametrize("edges", [1, 2, 5, 14])
 @pytest.mark.parametrize("ops", [1, 2, 7, 8])
 @pytest.mark.parametrize("none_rate", [0.0, 0.5])

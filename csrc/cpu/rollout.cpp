@@ -83,8 +83,7 @@ class Tile {
   void run(uint64_t seed, uint64_t step0, const RolloutOutputs& outputs) {
     int64_t anchors = 0;
     for (int64_t s = 0; s < p_.num_steps; ++s) {
-      const bool after_skips = s > 0 && p_.kinds[s - 1] == static_cast<int32_t>(StepKind::kSkips);
-      advance_lstm(after_skips);
+      advance_lstm(s);
       const auto kind = static_cast<StepKind>(p_.kinds[s]);
       const int64_t options = p_.options[s];
       const int64_t decision = p_.decision_offsets[s];
@@ -117,14 +116,17 @@ class Tile {
   }
 
  private:
-  // gates = input contribution + W_hh h, then the cell update of every unit.
-  void advance_lstm(bool after_skips) {
+  // gates = input contribution + W_hh h, then the cell update of every unit of step `step`.
+  void advance_lstm(int64_t step) {
+    const bool after_skips =
+        step > 0 && p_.kinds[step - 1] == static_cast<int32_t>(StepKind::kSkips);
     const int64_t G = 4 * H_;
     for (int64_t a = 0; a < count_; ++a) {
       const float* source = after_skips ? w_.bias : w_.input_table + rows_[a] * G;
       std::copy(source, source + G, gates_.begin() + a * G);
     }
-    if (after_skips)
+    // A skips step over no anchors (a cell's input nodes) leaves a zero input: bias only.
+    if (after_skips && p_.options[step - 1] > 0)
       accumulate_product(w_.weight_ih_t, H_, G, inputs_.data(), H_, count_, gates_.data(), G);
     accumulate_product(w_.weight_hh_t, H_, G, hidden_.data(), H_, count_, gates_.data(), G);
     for (int64_t a = 0; a < count_; ++a) {

@@ -111,10 +111,7 @@ def backward(
     kernel_alpha = _kernel_alpha(alpha, template.dtype)
     grad = grad.to(template.dtype).contiguous()
     if may_alias and grad.numel() * grad.element_size() >= _SHARED_GRAD_BYTES:
-        # Large gradients in one block: glibc returns a run of freed multi-MB blocks to the
-        # system, and fresh pages fault on first touch, each call again (2-3x the kernel).
-        grads = list(torch.empty((len(present), *grad.shape), dtype=grad.dtype,
-                                 device=grad.device).unbind(0))
+        grads = list(_gradient_block(len(present), grad).unbind(0))
     else:  # small: one allocation each is cheaper than making M views
         grads = [torch.empty_like(grad) for _ in present]
     grad_alpha = torch.empty_like(kernel_alpha)
@@ -123,6 +120,44 @@ def backward(
         _C.mixed_op_backward(*head, grad.data_ptr(), [g.data_ptr() for g in grads],
                              grad_alpha.data_ptr(), *tail)
     return grads, grad_alpha.to(alpha.dtype)
+
+
+def _gradient_block(count: int, like: Tensor) -> Tensor:
+    """An uninitialised (count, *like.shape) tensor of like's dtype and device.
+
+    On the CPU it comes from pynas's block cache (``csrc/host_pool.h``): glibc returns a
+    freed multi-MB block to the system, and every call would fault its pages in again,
+    which costs more than the kernel (see :func:`empty_cache`).
+    """
+    if like.device.type != "cpu" or "cpu" not in _COMPILED:
+        return torch.empty((count, *like.shape), dtype=like.dtype, device=like.device)
+    block = torch.from_dlpack(_C.pooled_host_block(count * like.numel() * like.element_size()))
+    return block.view(like.dtype).view(count, *like.shape)
+
+
+def empty_cache() -> None:
+    """Free the host blocks that large CPU gradients of ``mixed_op`` left for reuse.
+
+    A backward that returns gradients of 1 MiB or more each takes them from one block of a
+    cache; once every gradient of a block is gone the block is kept (up to 512 MiB in all,
+    see :func:`set_cache_limit`) for the next backward of that size or a little smaller,
+    instead of going back to the system. Blocks in use are not affected.
+    """
+    if "cpu" in _COMPILED:
+        _C.host_pool_empty()
+
+
+def set_cache_limit(limit_bytes: int) -> None:
+    """Keep at most ``limit_bytes`` of freed gradient blocks (0 turns the cache off)."""
+    if limit_bytes < 0:
+        raise ValueError(f"limit_bytes must be >= 0, got {limit_bytes}")
+    if "cpu" in _COMPILED:
+        _C.host_pool_set_limit(limit_bytes)
+
+
+def cached_bytes() -> int:
+    """Bytes of freed gradient blocks held for reuse (see :func:`empty_cache`)."""
+    return _C.host_pool_cached_bytes() if "cpu" in _COMPILED else 0
 
 
 def _check_grid(outputs: list[Tensor], slots: list[int], alpha: Tensor) -> None:

@@ -26,6 +26,7 @@ class NB201SearchCell(nn.Module):
     def __init__(self, channels: int, combine) -> None:
         super().__init__()
         self.combine = combine
+        self.relu = nn.ReLU()  # applied once per node, shared by every edge leaving it
         self.edges = nn.ModuleList(
             MixedEdge(OPERATIONS, channels, 1, lambda name, c, _: make_operation(name, c))
             for _ in EDGES
@@ -34,9 +35,12 @@ class NB201SearchCell(nn.Module):
     def forward(self, x: Tensor, alpha: Tensor) -> Tensor:
         """``x`` (N, C, H, W), ``alpha`` (6, 5) -> (N, C, H, W)."""
         nodes = [x]
+        relus: list[Tensor] = []  # each node's ReLU, shared by all edges leaving it
         offset = 0  # EDGES lists the edges grouped by target node
         for target in range(1, NUM_NODES):
-            outputs = [self.edges[offset + source](nodes[source]) for source in range(target)]
+            relus.append(self.relu(nodes[-1]))
+            outputs = [self.edges[offset + source](nodes[source], relus[source])
+                       for source in range(target)]
             nodes.append(self.combine(outputs, alpha[offset : offset + target]))
             offset += target
         return nodes[-1]

@@ -23,6 +23,7 @@ from pynas.spaces.darts import (
     cell_preprocessing,
     make_operation,
     reduction_layers,
+    shares_relu,
 )
 
 Combine = Callable[[Sequence[Sequence[Tensor | None]], Tensor], Tensor]
@@ -57,13 +58,29 @@ class MixedEdge(nn.Module):
             {name: module for name, module in candidates.items() if module is not None}
         )
 
-    def forward(self, x: Tensor) -> list[Tensor | None]:
+        self.after_relu = {name for name, module in self.candidates.items()
+                             if shares_relu(module)}
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor, relu_x: Tensor | None = None) -> list[Tensor | None]:
         """K outputs of the shape of ``x`` (halved on a stride-2 edge); ``None`` for the
-        zero operation."""
-        return [
-            self.candidates[name](x) if name in self.candidates else None
-            for name in self.operations
-        ]
+        zero operation.
+
+        The operations that start with a ReLU of ``x`` share one: ``relu_x`` when the
+        caller gives it (one per cell state, shared by every edge leaving that state),
+        else one computed here.
+        """
+        if relu_x is None and self.after_relu:
+            relu_x = self.relu(x)
+        outputs: list[Tensor | None] = []
+        for name in self.operations:
+            if name in self.after_relu:
+                outputs.append(self.candidates[name].preactivated(relu_x))
+            elif name in self.candidates:
+                outputs.append(self.candidates[name](x))
+            else:
+                outputs.append(None)
+        return outputs
 
 
 def node_edge_count(steps: int) -> int:
@@ -93,6 +110,7 @@ class SearchCell(nn.Module):
         self.preprocess0, self.preprocess1 = cell_preprocessing(
             previous_previous_channels, previous_channels, channels, reduction_previous, False
         )
+        self.relu = nn.ReLU()  # applied once per state, shared by every edge leaving it
         self.edges = nn.ModuleList(
             MixedEdge(
                 OPERATIONS,
@@ -108,10 +126,13 @@ class SearchCell(nn.Module):
         """``alpha``: (edges, K) logits of this cell type; returns the concatenation of the
         last ``multiplier`` nodes."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        relus: list[Tensor] = []  # each state's ReLU, shared by all edges leaving it
         offset = 0
         for _ in range(self.steps):
             count = len(states)
-            outputs = [self.edges[offset + source](h) for source, h in enumerate(states)]
+            relus += [self.relu(h) for h in states[len(relus):]]
+            outputs = [self.edges[offset + source](states[source], relus[source])
+                       for source in range(count)]
             states.append(self.combine(outputs, alpha[offset : offset + count]))
             offset += count
         return torch.cat(states[-self.multiplier :], dim=1)

@@ -73,6 +73,10 @@ class ReLUConvBN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
 
+    def preactivated(self, relu_x: Tensor) -> Tensor:
+        """The output from ``relu(x)`` computed by the caller (see :func:`shares_relu`)."""
+        return self.op[2](self.op[1](relu_x))
+
 
 class DilConv(nn.Module):
     """ReLU, dilated depthwise convolution, pointwise convolution, batch norm."""
@@ -107,6 +111,10 @@ class DilConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
 
+    def preactivated(self, relu_x: Tensor) -> Tensor:
+        """The output from ``relu(x)`` computed by the caller (see :func:`shares_relu`)."""
+        return self.op[3](self.op[2](self.op[1](relu_x)))
+
 
 class SepConv(nn.Module):
     """A separable convolution applied twice, the stride on the first (as the paper)."""
@@ -129,6 +137,10 @@ class SepConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
 
+    def preactivated(self, relu_x: Tensor) -> Tensor:
+        """The output from ``relu(x)`` computed by the caller (see :func:`shares_relu`)."""
+        return self.op[1](self.op[0].preactivated(relu_x))
+
 
 class FactorizedReduce(nn.Module):
     """Halve the resolution with two 1x1 stride-2 convolutions, the second shifted by one
@@ -144,7 +156,10 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels, affine=affine)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.relu(x)
+        return self.preactivated(self.relu(x))
+
+    def preactivated(self, x: Tensor) -> Tensor:
+        """The output from ``relu(x)`` computed by the caller (see :func:`shares_relu`)."""
         # Padding the shifted view back to the input size keeps both halves the same size
         # on odd resolutions too (the original code assumes even ones).
         shifted = functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
@@ -177,6 +192,14 @@ OPERATION_FACTORIES: dict[str, Callable[[int, int, bool], nn.Module]] = {
     "dil_conv_3x3": lambda c, stride, affine: DilConv(c, c, 3, stride, 2, 2, affine),
     "dil_conv_5x5": lambda c, stride, affine: DilConv(c, c, 5, stride, 4, 2, affine),
 }
+
+
+def shares_relu(module: nn.Module | None) -> bool:
+    """Whether ``module`` starts with a ReLU of its input and can start after it instead
+    (``module.preactivated(relu(x)) == module(x)``). A supernet applies each state's ReLU
+    once for all such operations on all its edges, where the original DARTS code applies
+    it once per operation: the same function, with fewer activations kept for backward."""
+    return hasattr(module, "preactivated")
 
 
 def make_operation(name: str, channels: int, stride: int, affine: bool) -> nn.Module | None:

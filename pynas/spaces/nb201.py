@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pynas.errors import UsageError
 from pynas.spaces.base import Arch, SearchSpace
@@ -48,6 +48,11 @@ class ReLUConvBN(nn.Sequential):
             ),
             nn.BatchNorm2d(out_channels),
         )
+
+    def preactivated(self, relu_x: Tensor) -> Tensor:
+        """The output from ``relu(x)`` computed by the caller (the supernet shares one
+        ReLU per node among the operations that start with it)."""
+        return self[2](self[1](relu_x))
 
 
 def make_operation(name: str, channels: int) -> nn.Module | None:
