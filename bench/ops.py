@@ -147,8 +147,8 @@ def _run(device, threads, repeats, shapes, compile_reference, dtype) -> dict:
             leaves = [out for outputs, alpha in nodes for edge in outputs for out in edge
                       if out is not None] + [alpha for _, alpha in nodes]
             grads = [torch.randn(shape, dtype=dtype, device=device) for _ in nodes]
-            # Big cases run fewer times; the small one many (it is overhead-bound).
-            reps = max(5, repeats // 2) if torch.Size(shape).numel() > 10**5 else repeats * 10
+            # The small case runs many more rounds (it is overhead-bound, microseconds).
+            reps = repeats if torch.Size(shape).numel() > 10**5 else repeats * 10
             row = {"case": case, "shape": name, "edges": sum(edges)}
             compiled = None
             if compile_reference:

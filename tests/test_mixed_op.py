@@ -67,7 +67,7 @@ def test_matches_reference_over_shapes(shape, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_large_backward_with_streaming_stores_matches_reference(dtype):
-    """A backward writing 16 MiB of gradients or more uses the streaming-store loop
+    """A backward writing 8 MiB of gradients or more uses the streaming-store loop
     (csrc/cpu/mixed_op.cpp); an odd element count exercises its unaligned tail."""
     rng = random.Random()
     numel = (1 << 20) // torch.finfo(dtype).bits * 8 + 3  # just over 1 MiB per gradient

@@ -26,7 +26,7 @@ constexpr int64_t kChunk = 4096;
 // line without first reading it, a third less memory traffic per gradient (C++ harness, 35
 // gradients of 4 MiB: 1.35x faster). Below it the gradients stay cached for the operations'
 // backward that reads them next, and ordinary stores are faster.
-constexpr int64_t kStreamingBytes = int64_t{16} << 20;
+constexpr int64_t kStreamingBytes = int64_t{8} << 20;
 
 // The two inner loops, compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load
 // time (ifunc): the wheel runs on any x86-64, and wider vectors pay when the data sits in
