@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # GPU check: on a machine with one NVIDIA GPU, torch, CMake, ninja, pybind11 and
 # scikit-build-core but no network, build pynas with its CUDA kernels, then run the CUDA
-# tests and the op benchmark, and end with one summary table. With $OUT set, everything is
-# also written to $OUT/gpu_check.log. Each step has a time limit; all of them together stay
-# under 8 minutes.
+# tests and the op, sampling and DARTS-step benchmarks, and end with one summary table.
+# With $OUT set, everything is also written to $OUT/gpu_check.log. Each step has a time
+# limit; all of them together stay under 8 minutes.
 #   usage: [PYTHON=python3] [OUT=dir] bench/gpu_check.sh
 set -uo pipefail  # no -e: a failed step is recorded and the next one still runs
 
@@ -39,12 +39,14 @@ main() {
   cd "$scratch" || return 1
   export PIP_DISABLE_PIP_VERSION_CHECK=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
   step gpu 15 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  step build 150 env PYNAS_CUDA=ON "$python" -m pip install --no-build-isolation --no-deps \
+  step build 120 env PYNAS_CUDA=ON "$python" -m pip install --no-build-isolation --no-deps \
     --no-index -v "$repo"
   step info 30 "$python" -m pynas info
-  step tests 120 "$python" -m pytest -q -m cuda -p no:cacheprovider "$repo/tests"
+  step tests 80 "$python" -m pytest -q -m cuda -p no:cacheprovider "$repo/tests"
   step ops 90 "$python" -m pynas bench ops --device cuda
   step sample 40 "$python" -m pynas bench sampling --device cuda
+  step darts 100 "$python" -m pynas bench darts_step --device cuda --config paper --orders 1 \
+    --repeats 3
 
   printf '\n%-6s | %-9s | %5s | %s\n' step result secs "last line of output"
   printf '%s\n' "${summary[@]}"

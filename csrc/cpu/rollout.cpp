@@ -1,7 +1,8 @@
 // CPU kernel of the controller rollout (see rollout.h). Threads take tiles of kTile
 // architectures and carry each tile through the whole program, so a step's matrix
 // products run over the tile at once: W_hh^T (and W_ih^T, W_prev^T, W_curr^T) are read once
-// per four architectures from L1/L2, with 32 outputs of each of the four held in registers.
+// per group of 8 architectures (AVX-512) or 4 (otherwise) from L1/L2, with 32 outputs of each
+// held in registers.
 // Each draw uses its own Philox block (architecture, decision): neither the tile size nor the
 // thread count changes a result.
 #include <omp.h>
@@ -17,10 +18,10 @@ namespace {
 
 constexpr int64_t kTile = 16;
 
-// Outputs per register block and architectures sharing each row of W^T: 4 x 32 running sums
-// stay in registers (16 AVX2 or 8 AVX-512 registers) while the rows stream past once.
+// Outputs per register block. The kernel is compiled with kArchitectures = 8 architectures
+// sharing each row of W^T for AVX-512 (8 x 32 running sums in 16 of its 32 registers) and 4
+// elsewhere (4 x 32 sums fill the 16 AVX2 registers): the rows stream past once per group.
 constexpr int64_t kBlock = 32;
-constexpr int64_t kArchitectures = 4;
 
 // y[v][j0 .. j0 + kBlock) += sum_k x[v][k] wt[k][j0 ..] for kRows rows v. Plain loops the
 // compiler vectorizes at the width of each clone of run_tile below.
@@ -47,6 +48,7 @@ inline void product_block(const float* __restrict__ wt, int64_t in, int64_t out,
 
 // y[a] += W x[a] for `count` vectors, with wt = W^T of shape (in, out).
 // x: (count, in) rows x_stride apart; y: (count, out) rows y_stride apart.
+template <int kArchitectures>
 void accumulate_product(const float* wt, int64_t in, int64_t out, const float* x,
                         int64_t x_stride, int64_t count, float* y, int64_t y_stride) {
   int64_t j0 = 0;
@@ -67,6 +69,7 @@ void accumulate_product(const float* wt, int64_t in, int64_t out, const float* x
 }
 
 // One tile's running state; vectors are (count, ...) row-major.
+template <int kArchitectures>
 class Tile {
  public:
   Tile(const RolloutProgram& program, const RolloutWeights& weights, int64_t first,
@@ -127,8 +130,8 @@ class Tile {
     }
     // A skips step over no anchors (a cell's input nodes) leaves a zero input: bias only.
     if (after_skips && p_.options[step - 1] > 0)
-      accumulate_product(w_.weight_ih_t, H_, G, inputs_.data(), H_, count_, gates_.data(), G);
-    accumulate_product(w_.weight_hh_t, H_, G, hidden_.data(), H_, count_, gates_.data(), G);
+      accumulate_product<kArchitectures>(w_.weight_ih_t, H_, G, inputs_.data(), H_, count_, gates_.data(), G);
+    accumulate_product<kArchitectures>(w_.weight_hh_t, H_, G, hidden_.data(), H_, count_, gates_.data(), G);
     for (int64_t a = 0; a < count_; ++a) {
       const float* __restrict__ g = gates_.data() + a * G;
       float* __restrict__ c = cell_.data() + a * H_;
@@ -158,7 +161,7 @@ class Tile {
   // scores_[a * num_anchors + j] = squash(v^T tanh(A_{first + j} + W_curr h)), j < options.
   void attention_scores(int64_t first, int64_t options) {
     std::fill(query_.begin(), query_.end(), 0.0f);
-    accumulate_product(w_.weight_curr_t, H_, H_, hidden_.data(), H_, count_, query_.data(), H_);
+    accumulate_product<kArchitectures>(w_.weight_curr_t, H_, H_, hidden_.data(), H_, count_, query_.data(), H_);
     const float* __restrict__ attention = w_.attention;  // hoisted, so the loop vectorizes
     for (int64_t a = 0; a < count_; ++a) {
       const float* __restrict__ q = query_.data() + a * H_;
@@ -198,7 +201,7 @@ class Tile {
                 anchor_hidden_.begin() + at);
       std::fill(anchor_projection_.begin() + at, anchor_projection_.begin() + at + H_, 0.0f);
     }
-    accumulate_product(w_.weight_prev_t, H_, H_, hidden_.data(), H_, count_,
+    accumulate_product<kArchitectures>(w_.weight_prev_t, H_, H_, hidden_.data(), H_, count_,
                        anchor_projection_.data() + index * H_, p_.num_anchors * H_);
   }
 
@@ -210,20 +213,47 @@ class Tile {
   std::vector<int64_t> rows_;  // input-table row of each architecture's next input
 };
 
-// Compiled three times, for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and baseline
-// x86-64, chosen at run time by the CPU's features; `flatten` inlines the whole tile walk so its products get the wide instructions.
-// Not under ThreadSanitizer, which instruments the ifunc resolver that then runs before the
-// sanitizer has started (csrc/cuda/emulation/run.sh).
-#if defined(__SANITIZE_THREAD__)
-#define PYNAS_DISPATCH_WIDE
-#else
-#define PYNAS_DISPATCH_WIDE \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-__attribute__((flatten)) PYNAS_DISPATCH_WIDE void run_tile(
+using RunTile = void (*)(const RolloutProgram&, const RolloutWeights&, int64_t first,
+                        int64_t count, uint64_t seed, uint64_t step0, const RolloutOutputs&);
+
+template <int kArchitectures>
+inline __attribute__((always_inline)) void run_tile_body(
     const RolloutProgram& program, const RolloutWeights& weights, int64_t first, int64_t count,
     uint64_t seed, uint64_t step0, const RolloutOutputs& outputs) {
-  Tile(program, weights, first, count).run(seed, step0, outputs);
+  Tile<kArchitectures>(program, weights, first, count).run(seed, step0, outputs);
+}
+
+// Compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and baseline x86-64, chosen
+// once by the CPU's features; `flatten` inlines the whole tile walk so that its products
+// get the wide instructions. Only the baseline build under ThreadSanitizer, which cannot
+// follow the feature check before it has started (csrc/cuda/emulation/run.sh).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
+__attribute__((flatten, target("arch=x86-64-v4"))) void run_tile_v4(
+    const RolloutProgram& program, const RolloutWeights& weights, int64_t first, int64_t count,
+    uint64_t seed, uint64_t step0, const RolloutOutputs& outputs) {
+  run_tile_body<8>(program, weights, first, count, seed, step0, outputs);
+}
+__attribute__((flatten, target("arch=x86-64-v3"))) void run_tile_v3(
+    const RolloutProgram& program, const RolloutWeights& weights, int64_t first, int64_t count,
+    uint64_t seed, uint64_t step0, const RolloutOutputs& outputs) {
+  run_tile_body<4>(program, weights, first, count, seed, step0, outputs);
+}
+#endif
+__attribute__((flatten)) void run_tile_baseline(
+    const RolloutProgram& program, const RolloutWeights& weights, int64_t first, int64_t count,
+    uint64_t seed, uint64_t step0, const RolloutOutputs& outputs) {
+  run_tile_body<4>(program, weights, first, count, seed, step0, outputs);
+}
+
+RunTile select_run_tile() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return run_tile_v4;
+  if (__builtin_cpu_supports("x86-64-v3")) return run_tile_v3;
+#endif
+  return run_tile_baseline;
 }
 
 }  // namespace
@@ -261,6 +291,7 @@ Status controller_rollout_cpu(const RolloutProgram& program, const RolloutWeight
                               const RolloutOutputs& outputs, int num_threads) {
   if (count < 0 || num_threads < 1 || !valid_rollout(program, weights))
     return Status::kInvalidArgument;
+  static const RunTile run_tile = select_run_tile();
   const int64_t tiles = (count + kTile - 1) / kTile;
   // No more threads than tiles: waking an idle thread costs more than a small rollout.
   const int threads = static_cast<int>(std::min<int64_t>(num_threads, std::max<int64_t>(tiles, 1)));
