@@ -28,7 +28,7 @@ constexpr int64_t kChunk = 4096;
 // backward that reads them next, and ordinary stores are faster.
 constexpr int64_t kStreamingBytes = int64_t{8} << 20;
 
-// The two inner loops, compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load
+// The inner loops, compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load
 // time (ifunc): the wheel runs on any x86-64, and wider vectors pay when the data sits in
 // cache. They are functions of their own because GCC outlines OpenMP regions before it
 // clones, so a clone attribute on the parallel function would miss its loops.

@@ -130,8 +130,8 @@ class Tile {
     }
     // A skips step over no anchors (a cell's input nodes) leaves a zero input: bias only.
     if (after_skips && p_.options[step - 1] > 0)
-      accumulate_product<kArchitectures>(w_.weight_ih_t, H_, G, inputs_.data(), H_, count_, gates_.data(), G);
-    accumulate_product<kArchitectures>(w_.weight_hh_t, H_, G, hidden_.data(), H_, count_, gates_.data(), G);
+      product(w_.weight_ih_t, G, inputs_.data(), gates_.data(), G);
+    product(w_.weight_hh_t, G, hidden_.data(), gates_.data(), G);
     for (int64_t a = 0; a < count_; ++a) {
       const float* __restrict__ g = gates_.data() + a * G;
       float* __restrict__ c = cell_.data() + a * H_;
@@ -161,7 +161,7 @@ class Tile {
   // scores_[a * num_anchors + j] = squash(v^T tanh(A_{first + j} + W_curr h)), j < options.
   void attention_scores(int64_t first, int64_t options) {
     std::fill(query_.begin(), query_.end(), 0.0f);
-    accumulate_product<kArchitectures>(w_.weight_curr_t, H_, H_, hidden_.data(), H_, count_, query_.data(), H_);
+    product(w_.weight_curr_t, H_, hidden_.data(), query_.data(), H_);
     const float* __restrict__ attention = w_.attention;  // hoisted, so the loop vectorizes
     for (int64_t a = 0; a < count_; ++a) {
       const float* __restrict__ q = query_.data() + a * H_;
@@ -201,8 +201,13 @@ class Tile {
                 anchor_hidden_.begin() + at);
       std::fill(anchor_projection_.begin() + at, anchor_projection_.begin() + at + H_, 0.0f);
     }
-    accumulate_product<kArchitectures>(w_.weight_prev_t, H_, H_, hidden_.data(), H_, count_,
-                       anchor_projection_.data() + index * H_, p_.num_anchors * H_);
+    product(w_.weight_prev_t, H_, hidden_.data(), anchor_projection_.data() + index * H_,
+            p_.num_anchors * H_);
+  }
+
+  // y[a] += W x[a] for the tile's architectures: wt = W^T (H, out), x rows H apart.
+  void product(const float* wt, int64_t out, const float* x, float* y, int64_t y_stride) {
+    accumulate_product<kArchitectures>(wt, H_, out, x, H_, count_, y, y_stride);
   }
 
   const RolloutProgram& p_;
