@@ -3,6 +3,7 @@
 // more inputs than one launch takes, M == 0, n == 0, determinism, and the argument checks.
 // Built and run by run.sh (under AddressSanitizer and under ThreadSanitizer).
 #include "emulation.h"
+#include "expect.h"
 
 #include MIXED_OP_EMULATED_SOURCE
 
@@ -17,14 +18,8 @@ using pynas::DType;
 using pynas::MixedOpArgs;
 using pynas::Status;
 
-int failures = 0;
-
-void expect(bool condition, const std::string& what) {
-  if (!condition) {
-    ++failures;
-    std::printf("FAIL: %s\n", what.c_str());
-  }
-}
+using emulation::expect;
+using emulation::failures;
 
 float as_float(float value) { return value; }
 float as_float(__half value) { return __half2float(value); }

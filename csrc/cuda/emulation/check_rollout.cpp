@@ -4,6 +4,7 @@
 // (pointers over per-cell anchors), plus the argument checks. Built and run by
 // run.sh (under AddressSanitizer and under ThreadSanitizer).
 #include "emulation.h"
+#include "expect.h"
 
 #include SAMPLING_EMULATED_SOURCE
 #include ROLLOUT_EMULATED_SOURCE
@@ -18,14 +19,8 @@ namespace {
 
 using pynas::Status;
 
-int failures = 0;
-
-void expect(bool condition, const std::string& what) {
-  if (!condition) {
-    ++failures;
-    std::printf("FAIL: %s\n", what.c_str());
-  }
-}
+using emulation::expect;
+using emulation::failures;
 
 struct Program {
   std::vector<int32_t> kinds, options, records, heads, embeddings, decisions, anchors;
