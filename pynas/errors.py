@@ -1,5 +1,5 @@
 """Errors a user can cause and fix: the command line prints them as one line, exit 2."""
 
 
-class UsageError(Exception):
-    """Bad arguments, unknown names or unreadable files given by the user."""
+class UsageError(ValueError):
+    """Bad arguments, unknown names or unreadable files given by the user (a ValueError)."""

@@ -68,7 +68,7 @@ def evaluate(space: SearchSpace, evaluator: Evaluator, arch: Arch
 
 
 def _checked_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    for key in ("val_acc", "seconds"):
+    for key in ("score", "seconds"):
         value = metrics.get(key)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"the evaluator returned {key}={value!r}, expected a finite number")

@@ -31,8 +31,17 @@ def best_so_far(values: Sequence[float]) -> list[int]:
     return indices
 
 
-def plot_search_curve(attempts: Sequence[Attempt], path: Path, title: str = "") -> None:
-    """Draw the best validation accuracy so far, and that architecture's test accuracy.
+def test_counterpart(score_name: str, metrics: dict) -> str | None:
+    """The test metric that goes with the validation score ``score_name``, if measured:
+    ``val_r2`` -> ``test_r2``; otherwise ``test_acc`` (a table's test column)."""
+    if score_name.startswith("val_") and "test_" + score_name[4:] in metrics:
+        return "test_" + score_name[4:]
+    return "test_acc" if "test_acc" in metrics else None
+
+
+def plot_search_curve(attempts: Sequence[Attempt], path: Path, title: str = "",
+                      score_name: str = "val_acc") -> None:
+    """Draw the best score so far, and that architecture's test counterpart.
 
     Against the number of finished evaluations and, when the evaluations report a cost,
     in a second panel against their cumulative ``seconds`` (simulated training time for
@@ -44,6 +53,8 @@ def plot_search_curve(attempts: Sequence[Attempt], path: Path, title: str = "") 
         The run's attempts (any order, any state: only finished ones are drawn).
     path
         The PNG file to write.
+    score_name
+        What the attempts' ``score`` is (the y axis label).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -61,19 +72,20 @@ def plot_search_curve(attempts: Sequence[Attempt], path: Path, title: str = "") 
     for axes, (label, _) in zip(axes_list, panels):
         axes.set_xlabel(label)
         axes.grid(alpha=0.3)
-    axes_list[0].set_ylabel("accuracy (%)")
+    axes_list[0].set_ylabel(score_name + (" (%)" if score_name.endswith("acc") else ""))
     figure.suptitle(title)
     if not finished:
         axes_list[0].text(0.5, 0.5, "no finished evaluation", ha="center",
                           transform=axes_list[0].transAxes)
     else:
-        val_accs = [a.metrics["val_acc"] for a in finished]
-        best = [finished[i] for i in best_so_far(val_accs)]
-        curves = {"best val so far": [a.metrics["val_acc"] for a in best]}
-        if all("test_acc" in a.metrics for a in best):
-            curves["its test"] = [a.metrics["test_acc"] for a in best]
+        scores = [a.metrics["score"] for a in finished]
+        best = [finished[i] for i in best_so_far(scores)]
+        curves = {f"best {score_name} so far": [a.metrics["score"] for a in best]}
+        test_name = test_counterpart(score_name, best[-1].metrics)
+        if test_name is not None and all(test_name in a.metrics for a in best):
+            curves[f"its {test_name}"] = [a.metrics[test_name] for a in best]
         for axes, (_, x) in zip(axes_list, panels):
-            axes.plot(x, val_accs, ".", color="0.7", label="each evaluation (val)")
+            axes.plot(x, scores, ".", color="0.7", label="each evaluation")
             for label, values in curves.items():
                 axes.step(x, values, where="post", label=label)
         # frame the curves: the worst evaluations (chance level) would flatten them

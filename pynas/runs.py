@@ -173,10 +173,10 @@ def finished_in_order(attempts: Sequence[Attempt]) -> list[Attempt]:
 
 
 def best_attempt(attempts: Sequence[Attempt]) -> Attempt | None:
-    """The finished attempt of highest ``val_acc`` (the earliest to finish among equals)."""
+    """The finished attempt of highest ``score`` (the earliest to finish among equals)."""
     best = None
     for attempt in finished_in_order(attempts):
-        if best is None or attempt.metrics["val_acc"] > best.metrics["val_acc"]:
+        if best is None or attempt.metrics["score"] > best.metrics["score"]:
             best = attempt
     return best
 

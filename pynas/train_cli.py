@@ -1,231 +1,184 @@
-"""``pynas train FILE.json``: retrain a found DARTS architecture from scratch and test it.
+"""``pynas train RUN``: retrain a search's best architecture from scratch, test and export it.
 
-FILE is a genotype (``normal``, ``normal_concat``, ``reduce``, ``reduce_concat``) or a
-run's ``result.json`` holding one. The network is trained as in the paper's evaluation
-(SGD with momentum, cosine learning rate, gradient clipping), with its extras as options:
-the auxiliary head (``--auxiliary-weight``), drop-path (``--drop-path``, raised linearly
-over the epochs) and cutout (``--cutout``). ``--out DIR`` receives ``model.pt`` (the
-trained weights) and ``metrics.json``; ``--export FILE.onnx`` writes the trained network
-as ONNX (needs the ``onnx`` package).
+RUN is a run directory, its ``result.json``, or a bare DARTS genotype (``normal``,
+``normal_concat``, ``reduce``, ``reduce_concat``). The architecture trains on the run's
+own data and split unless the data options say otherwise; the darts space trains as the
+paper's evaluation (its extras are options), every other space as a search evaluates it,
+for longer. ``--out DIR`` receives ``model.pt``, ``architecture.json`` and
+``metrics.json``; ``--export`` also writes ONNX and TorchScript that run without pynas.
+The Python API is :func:`pynas.retrain.train` (``pynas.train``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Any
 
-import torch
-import torch.nn.functional as functional
-from torch import Tensor
-from tqdm import tqdm
-
-from pynas.data import DatasetSplits, load_dataset
-from pynas.errors import UsageError
-from pynas.runs import atomic_write
-from pynas.search.darts import accuracy, epoch_batches, resolve_device
-from pynas.spaces.darts import DartsNetwork, DartsSpace, Genotype, load_genotype, steps_of
+from pynas.data import CLASSIFICATION, TASKS
+from pynas.retrain import (
+    DARTS_DEFAULTS,
+    DARTS_OPTIONS,
+    DEFAULTS,
+    TrainedModel,
+    export_paths,
+    train,
+)
+from pynas.search.cli import _image_size, _names  # the data options parse as in search
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pynas train``."""
     parser.add_argument(
-        "file", metavar="FILE.json", help="a DARTS genotype, or the result.json of a darts search"
+        "run",
+        metavar="RUN",
+        help="a run directory (pynas search --out), its result.json, or a DARTS genotype "
+        "(.json)",
     )
-    parser.add_argument("--dataset", default="digits", help="dataset (default: %(default)s)")
-    parser.add_argument("--data-dir", help="where the dataset's files are")
-    parser.add_argument("--limit-train", type=int, help="use only this many training images")
-    parser.add_argument("--epochs", type=int, default=10, help="(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=0.025,
-        help="initial SGD learning rate, cosine-annealed to 0 (default: %(default)s)",
+    data = parser.add_argument_group(
+        "data", "default: the run's own data and split (a DARTS genotype: digits); --dataset "
+        "describes other data afresh, the other options change the run's"
     )
-    parser.add_argument("--weight-decay", type=float, default=3e-4, help="(default: %(default)s)")
-    parser.add_argument(
-        "--grad-clip", type=float, default=5.0, help="gradient norm clip (default: %(default)s)"
+    data.add_argument("--dataset", metavar="NAME|PATH", help="a built-in dataset or your data")
+    data.add_argument("--data-dir", help="where a built-in dataset's files are")
+    data.add_argument("--target", type=_names, metavar="COLUMN[,COLUMN...]",
+                      help="the CSV column(s) to predict")
+    data.add_argument("--task", choices=TASKS)
+    data.add_argument("--image-size", type=_image_size, metavar="HxW",
+                      help="resize a folder's images to this")
+    data.add_argument("--valid-fraction", type=float,
+                      help="share of your data held out for validation")
+    data.add_argument("--test-fraction", type=float, help="share held out for testing")
+    data.add_argument("--split-seed", type=int, help="fixes the held-out examples")
+    data.add_argument("--limit-train", type=int, metavar="N",
+                      help="train on a fixed subset of N examples; 0: the whole training split "
+                      "(default: the run's)")
+    training = parser.add_argument_group(
+        "training", "defaults: darts space / other spaces"
     )
-    parser.add_argument(
-        "--channels",
-        type=int,
-        default=16,
-        help="initial channels C (default: %(default)s; paper: 36)",
+    training.add_argument(
+        "--epochs", type=int,
+        help=f"(default: {DARTS_DEFAULTS['epochs']} / {DEFAULTS['epochs']})",
     )
-    parser.add_argument(
-        "--layers", type=int, default=8, help="cells (default: %(default)s; paper: 20)"
+    training.add_argument(
+        "--batch-size", type=int,
+        help=f"(default: {DARTS_DEFAULTS['batch_size']} / {DEFAULTS['batch_size']})",
     )
-    parser.add_argument(
-        "--auxiliary-weight",
-        type=float,
-        default=0.0,
+    training.add_argument(
+        "--lr", type=float,
+        help="initial learning rate, cosine-annealed to 0 (default: "
+        f"{DARTS_DEFAULTS['lr']['sgd']} / {DEFAULTS['lr']['sgd']} with SGD, "
+        f"{DEFAULTS['lr']['adam']} with Adam)",
+    )
+    training.add_argument(
+        "--optimizer", choices=("sgd", "adam"), default="sgd",
+        help="SGD has momentum 0.9 (default: %(default)s)",
+    )
+    training.add_argument(
+        "--weight-decay", type=float,
+        help=f"(default: {DARTS_DEFAULTS['weight_decay']} / {DEFAULTS['weight_decay']})",
+    )
+    training.add_argument(
+        "--last-epoch",
+        action="store_true",
+        help="keep the last epoch's weights (default: the epoch of best validation score)",
+    )
+    training.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    training.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    darts = parser.add_argument_group("darts space", "the paper's evaluation network and extras")
+    darts.add_argument(
+        "--channels", type=int,
+        help=f"initial channels C (default: {DARTS_OPTIONS['channels']}; paper: 36)",
+    )
+    darts.add_argument(
+        "--layers", type=int, help=f"cells (default: {DARTS_OPTIONS['layers']}; paper: 20)"
+    )
+    darts.add_argument(
+        "--auxiliary-weight", type=float,
         help="weight of the auxiliary head's loss; 0 builds no head "
-        "(default: %(default)s; paper: 0.4)",
+        f"(default: {DARTS_OPTIONS['auxiliary_weight']}; paper: 0.4)",
     )
-    parser.add_argument(
-        "--drop-path",
-        type=float,
-        default=0.0,
-        help="final drop-path probability (default: %(default)s; paper: 0.2)",
+    darts.add_argument(
+        "--drop-path", type=float,
+        help="final drop-path probability, raised linearly over the epochs "
+        f"(default: {DARTS_OPTIONS['drop_path']}; paper: 0.2)",
     )
-    parser.add_argument(
-        "--cutout",
-        type=int,
-        default=0,
-        metavar="PIXELS",
-        help="side of the cutout square; 0: none (default: %(default)s; paper: 16 on 32x32 images)",
+    darts.add_argument(
+        "--cutout", type=int, metavar="PIXELS",
+        help="side of the cutout square; 0: none "
+        f"(default: {DARTS_OPTIONS['cutout']}; paper: 16 on 32x32 images)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="(default: %(default)s)")
-    parser.add_argument(
-        "--out",
-        metavar="DIR",
-        help="where to save model.pt and metrics.json (default: runs/train-TIMESTAMP)",
+    darts.add_argument(
+        "--grad-clip", type=float,
+        help=f"gradient norm clip (default: {DARTS_OPTIONS['grad_clip']})",
     )
-    parser.add_argument("--export", metavar="FILE.onnx", help="also write the network as ONNX")
-
-
-def read_genotype(path: str | Path) -> Genotype:
-    """The DARTS genotype in ``path`` (a genotype or a result.json), checked."""
-    path = Path(path)
-    try:
-        genotype = load_genotype(path.read_text())
-        DartsSpace(steps=steps_of(genotype)).from_genotype(genotype)
-    except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror}") from None
-    except (ValueError, TypeError, KeyError) as error:
-        raise UsageError(f"{path} holds no usable DARTS genotype: {error}") from None
-    return genotype
-
-
-def cutout(images: Tensor, length: int, generator: torch.Generator) -> Tensor:
-    """Zero one ``length`` x ``length`` square per image (N, C, H, W), centred anywhere in
-    the image and clipped at its border (DeVries and Taylor, 2017)."""
-    count, _, height, width = images.shape
-    centre_y = torch.randint(height, (count, 1, 1), generator=generator)
-    centre_x = torch.randint(width, (count, 1, 1), generator=generator)
-    # offsets from the square's first row/column: inside when in 0..length-1
-    rows = torch.arange(height).view(1, height, 1) - centre_y + length // 2
-    columns = torch.arange(width).view(1, 1, width) - centre_x + length // 2
-    inside = (rows >= 0) & (rows < length) & (columns >= 0) & (columns < length)
-    return images * (~inside).unsqueeze(1).to(images.device, images.dtype)
-
-
-def train(
-    genotype: Genotype, data: DatasetSplits, args: argparse.Namespace, progress: bool = False
-) -> tuple[DartsNetwork, dict[str, Any]]:
-    """Train the network of ``genotype`` from scratch; returns it and its metrics."""
-    if args.epochs < 1 or args.batch_size < 2:
-        raise UsageError("--epochs must be at least 1 and --batch-size at least 2")
-    if not 0.0 <= args.drop_path < 1.0 or args.auxiliary_weight < 0 or args.cutout < 0:
-        raise UsageError("--drop-path must be in [0, 1), --auxiliary-weight and --cutout >= 0")
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
-    model = DartsNetwork(
-        genotype,
-        data.num_classes,
-        data.in_channels,
-        channels=args.channels,
-        layers=args.layers,
-        auxiliary=args.auxiliary_weight > 0,
-    ).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--out", metavar="DIR",
+        help="where to save model.pt, architecture.json and metrics.json (default: RUN/train "
+        "for a run directory, else runs/train-TIMESTAMP)",
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs)
-    generator = torch.Generator().manual_seed(args.seed)
-    history = []
-    started = time.time()
-    for epoch in tqdm(
-        range(1, args.epochs + 1), desc="train", disable=not progress, file=sys.stderr
-    ):
-        # ScheduledDropPath: the probability grows linearly to --drop-path
-        model.drop_path_probability = args.drop_path * (epoch - 1) / args.epochs
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for images, labels in epoch_batches(data.train, args.batch_size, args.seed, epoch, device):
-            if args.cutout:
-                images = cutout(images, args.cutout, generator)
-            logits, auxiliary_logits = model.forward_with_auxiliary(images)
-            loss = functional.cross_entropy(logits, labels)
-            if auxiliary_logits is not None:
-                loss = loss + args.auxiliary_weight * functional.cross_entropy(
-                    auxiliary_logits, labels
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            optimizer.step()
-            total_loss += loss.item() * len(labels)
-            correct += int((logits.argmax(dim=1) == labels).sum())
-            seen += len(labels)
-        scheduler.step()
-        model.drop_path_probability = 0.0
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total_loss / seen,
-                "train_acc": 100.0 * correct / seen,
-                "val_acc": accuracy(model, data.valid, device),
-            }
-        )
-    metrics = {
-        "val_acc": history[-1]["val_acc"],
-        "test_acc": accuracy(model, data.test, device),
-        "params": sum(p.numel() for n, p in model.named_parameters() if "auxiliary" not in n),
-        "seconds": time.time() - started,
-        "history": history,
-    }
-    return model, metrics
+    output.add_argument(
+        "--export", metavar="DIR|FILE.onnx",
+        help="also write ONNX and TorchScript: DIR/model.onnx and DIR/model.ts, or FILE.onnx "
+        "and FILE.ts (need the onnx package; they run without pynas)",
+    )
 
 
-def export_onnx(model: DartsNetwork, input_shape: tuple[int, int, int], path: Path) -> None:
-    """Write ``model`` (evaluation mode, batch dimension dynamic) as ONNX."""
-    try:
-        import onnx  # noqa: F401  (the exporter needs it; fail with a clear line first)
-    except ImportError:
-        raise UsageError("--export needs the onnx package: pip install onnx") from None
-    model = model.cpu().eval()
-    example = torch.zeros(1, *input_shape)
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter needs only `onnx`; the newer torch.export-based
-        # one also needs `onnxscript`. Its deprecation notice, and its note that a slice
-        # could not be constant-folded (the graph is right without), are not the user's.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", "Constant folding", UserWarning)
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        )
+def default_out(run: str) -> Path:
+    """``RUN/train`` for a run directory, else ``runs/train-TIMESTAMP``."""
+    if Path(run).is_dir():
+        return Path(run) / "train"
+    return Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def summary_line(trained: TrainedModel) -> str:
+    """The test score(s), then the validation score, size, epochs and where files went."""
+    metrics = trained.metrics
+    if trained.architecture["task"] == CLASSIFICATION:
+        scores = f"test accuracy {metrics['test_acc']:.2f}% (val {metrics['val_acc']:.2f}%"
+    else:
+        scores = (f"test R² {metrics['test_r2']:.4f}, RMSE {metrics['test_rmse']:.4g}, "
+                  f"MAE {metrics['test_mae']:.4g} (val R² {metrics['val_r2']:.4f}")
+    epochs = metrics["epochs"]
+    return (f"{scores}, {metrics['params']:,} parameters, {epochs} epoch"
+            f"{'' if epochs == 1 else 's'} in {metrics['seconds']:.0f} s); saved in {trained.out}")
 
 
 def run(args: argparse.Namespace) -> int:
-    """``pynas train``: train, test, save, optionally export; prints the test accuracy."""
-    genotype = read_genotype(args.file)
-    data = load_dataset(args.dataset, args.data_dir, limit_train=args.limit_train)
-    out = Path(args.out or Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {out}: {error.strerror}") from None
-    model, metrics = train(genotype, data, args, progress=sys.stderr.isatty())
-    torch.save(model.state_dict(), out / "model.pt")
-    options = {key: value for key, value in vars(args).items() if not key.startswith("_")}
-    document = {"genotype": genotype, "dataset": args.dataset, **metrics, "options": options}
-    atomic_write(out / "metrics.json", (json.dumps(document, indent=2) + "\n").encode())
-    if args.export:
-        export_onnx(model, data.input_shape, Path(args.export))
-    print(
-        f"test accuracy {metrics['test_acc']:.2f}% (val {metrics['val_acc']:.2f}%, "
-        f"{metrics['params']:,} parameters, {args.epochs} epochs); saved in {out}"
+    """``pynas train``: train, test, save, optionally export; prints the test score."""
+    trained = train(
+        args.run,
+        args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        device=args.device,
+        data_dir=args.data_dir,
+        target=args.target,
+        task=args.task,
+        image_size=args.image_size,
+        valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        limit_train=args.limit_train,
+        channels=args.channels,
+        layers=args.layers,
+        auxiliary_weight=args.auxiliary_weight,
+        drop_path=args.drop_path,
+        cutout=args.cutout,
+        grad_clip=args.grad_clip,
+        out=args.out or default_out(args.run),
+        export=args.export,
+        keep_best_epoch=not args.last_epoch,
+        progress=sys.stderr.isatty(),
     )
+    line = summary_line(trained)
+    if args.export:
+        line += "; exported " + ", ".join(str(path) for path in export_paths(args.export))
+    print(line)
     return 0

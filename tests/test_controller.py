@@ -2,15 +2,20 @@
 forcing) and the PyTorch sampler, seeds, frequencies, program checks; the macro space."""
 from __future__ import annotations
 
+import ast
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+import pynas.spaces
 from pynas import _backend
-from pynas.search.rl import Controller, Step, StepKind, cell_program, decision_program
+from pynas.search.rl.controller import Controller
 from pynas.spaces.macro import MacroSpace
+from pynas.spaces.mlp import MLPSpace
 from pynas.spaces.nb201 import NB201Space
+from pynas.spaces.program import Step, StepKind, cell_program, decision_program
 
 # Without pynas._C the tests that need no kernel run the PyTorch fallback, which warns once.
 pytestmark = pytest.mark.filterwarnings("ignore:pynas.*using the PyTorch:RuntimeWarning")
@@ -22,6 +27,7 @@ PROGRAMS = {
     "macro": decision_program(MacroSpace(layers=4, strides=True)),
     "cells": cell_program(),
     "nb201": decision_program(NB201Space()),
+    "mlp": decision_program(MLPSpace()),
 }
 
 
@@ -162,7 +168,7 @@ def test_macro_round_trips_and_builds(strides):
     for arch in map(tuple, controller.sample(6).actions.tolist()):
         assert space.from_string(space.to_string(arch)) == arch
         assert space.from_genotype(space.to_genotype(arch)) == arch
-        logits = space.build(arch, num_classes=10, in_channels=1)(torch.randn(2, 1, 9, 7))
+        logits = space.build(arch, (1, 9, 8), num_outputs=10)(torch.randn(2, 1, 9, 8))
         assert logits.shape == (2, 10)
 
 
@@ -172,18 +178,49 @@ def test_macro_wiring_follows_the_paper():
     # differ in size (stride 2 against 1): the smaller is padded. Only layer 2 feeds the
     # classifier; layer 0 and 1 are read.
     arch = space.from_string("3x3-24-s2x2 | 1x1-36-s1x1 | 5x3-48-s1x1<0,1")
-    network = space.build(arch, num_classes=4, in_channels=3)
+    network = space.build(arch, (3, 8, 8), num_outputs=4)
     assert network.inputs == [[], [], [0, 1]]
     assert network.outputs == [2]
     assert network.layers[1].conv.in_channels == 3
     assert network.layers[2].conv.in_channels == 24 + 36
     assert network(torch.randn(2, 3, 8, 8)).shape == (2, 4)
-    lonely = space.build(space.from_string("3x3-24-s1x1 | 3x3-36-s1x1 | 3x3-48-s1x1<1"), 4, 3)
+    lonely = space.build(space.from_string("3x3-24-s1x1 | 3x3-36-s1x1 | 3x3-48-s1x1<1"),
+                         (3, 8, 8), 4)
     assert lonely.outputs == [0, 2] and lonely.classifier.in_features == 24 + 48
 
 
 @pytest.mark.parametrize("text", ["3x3-24", "3x3-24 | 2x3-24 | 3x3-24", "3x3-24 | 3x3-24<1",
-                                  "3x3-24 | 3x3-24-s1x1", "3x3-25 | 3x3-24"])
+                                  "3x3-24 | 3x3-24-s1x1", "3x3-25 | 3x3-24",
+                                  "3x3-24 | 3x3-24<", "3x3-24 | 3x3-24<0,0"])
 def test_macro_rejects_bad_strings(text):
     with pytest.raises(ValueError):
         MacroSpace(layers=2).from_string(text)
+
+
+# ---- decision programs belong to the spaces ----
+
+def test_no_space_module_imports_a_strategy():
+    spaces = Path(pynas.spaces.__file__).parent
+    modules = sorted(spaces.glob("*.py"))
+    assert len(modules) >= 8
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(name.startswith("pynas.search") for name in names), path.name
+
+
+def test_default_program_is_one_choice_per_decision_and_mismatches_are_refused():
+    space = NB201Space()
+    assert decision_program(space) == [Step(StepKind.CHOICE, 5)] * 6
+
+    class Wrong(NB201Space):
+        def decision_program(self):
+            return [Step(StepKind.CHOICE, 5)] * 5
+
+    with pytest.raises(ValueError, match="decision program gives choices"):
+        decision_program(Wrong())

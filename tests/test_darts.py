@@ -105,7 +105,7 @@ def test_darts_v2_has_the_papers_parameter_count():
     # The DARTS train.py log for DARTS_V2 at C=36, 20 cells: "param size = 3.349342MB"
     # (parameters outside the auxiliary head).
     space = DartsSpace(channels=36, layers=20, auxiliary=True)
-    model = space.build(space.from_genotype(DARTS_V2), num_classes=10, in_channels=3)
+    model = space.build(space.from_genotype(DARTS_V2), (3, 32, 32), num_outputs=10)
     count = sum(p.numel() for n, p in model.named_parameters() if "auxiliary" not in n)
     assert count == 3_349_342
 
@@ -118,21 +118,39 @@ def test_flops_grow_with_the_convolutions_of_the_cell():
     assert 0 < pooling < darts_v2
 
 
-@pytest.mark.parametrize("size,channels", [(8, 1), (28, 1), (7, 3)])
-def test_network_runs_on_small_and_odd_images_with_auxiliary_head(size, channels):
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 9, 9), (3, 12, 9), (3, 64, 48)])
+def test_network_runs_on_small_odd_and_oblong_images_with_auxiliary_head(shape):
     space = DartsSpace(channels=4, layers=5, auxiliary=True, drop_path_probability=0.3)
-    model = space.build(space.from_genotype(DARTS_V2), num_classes=10, in_channels=channels)
-    logits, auxiliary = model.forward_with_auxiliary(torch.randn(3, channels, size, size))
+    model = space.build(space.from_genotype(DARTS_V2), shape, num_outputs=10)
+    logits, auxiliary = model.forward_with_auxiliary(torch.randn(3, *shape))
     assert logits.shape == auxiliary.shape == (3, 10)
     (logits.sum() + auxiliary.sum()).backward()
     model.eval()
-    logits, auxiliary = model.forward_with_auxiliary(torch.randn(3, channels, size, size))
-    assert auxiliary is None and model(torch.zeros(1, channels, size, size)).shape == (1, 10)
+    logits, auxiliary = model.forward_with_auxiliary(torch.randn(3, *shape))
+    assert auxiliary is None and model(torch.zeros(1, *shape)).shape == (1, 10)
+
+
+def test_auxiliary_head_pools_as_the_paper_on_32x32_images_only():
+    # On CIFAR the head reads 8x8 maps, pooled as the paper: 5x5 windows at stride 3 to 2x2.
+    space = DartsSpace(channels=4, layers=8, auxiliary=True)
+    arch = space.from_genotype(DARTS_V2)
+    seen = []
+    for shape in [(3, 32, 32), (1, 28, 28)]:
+        model = space.build(arch, shape, 10)
+        pool = model.auxiliary_head.features[1]
+        hook = pool.register_forward_hook(
+            lambda module, inputs, output: seen.append(
+                (type(module), tuple(inputs[0].shape[2:]), tuple(output.shape[2:]))))
+        model.forward_with_auxiliary(torch.randn(2, *shape))
+        hook.remove()
+    assert seen == [(nn.AvgPool2d, (8, 8), (2, 2)), (nn.AdaptiveAvgPool2d, (7, 7), (2, 2))]
+    paper = space.build(arch, (3, 32, 32), 10).auxiliary_head.features[1]
+    assert (paper.kernel_size, paper.stride, paper.padding) == (5, 3, 0)
 
 
 def test_drop_path_drops_whole_samples_only_while_training():
     space = DartsSpace(channels=4, layers=2, drop_path_probability=0.9)
-    model = space.build(space.from_genotype(DARTS_V2), num_classes=4, in_channels=1)
+    model = space.build(space.from_genotype(DARTS_V2), (1, 8, 8), num_outputs=4)
     torch.manual_seed(0)
     images = torch.randn(16, 1, 8, 8)
     model.train()
@@ -249,7 +267,7 @@ def test_supernet_genotype_is_a_valid_darts_genotype_and_builds():
     space = DartsSpace(channels=4, layers=3, steps=2)
     arch = space.from_genotype(genotype)
     assert all(name in CELL_OPERATIONS for name, _ in genotype["normal"] + genotype["reduce"])
-    assert space.build(arch, 3, 1)(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    assert space.build(arch, (1, 8, 8), 3)(torch.randn(2, 1, 8, 8)).shape == (2, 3)
 
 
 def test_discretized_logits_make_the_supernet_compute_the_discrete_cells():

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pynas import data
 from pynas.data import DEBIAN_FASHION_MNIST, load_dataset
+from pynas.data import builtin as data
 from pynas.errors import UsageError
 
 IDX_NAMES = data._IDX_NAMES
@@ -51,45 +51,47 @@ def assert_normalised_like_training(splits, raw_train_images: np.ndarray) -> Non
     # One channel: the split's images are (x / 255 - mean) / std of the training split.
     unit = raw_train_images.astype(np.float32) / 255
     expected = (unit - unit.mean()) / unit.std()
-    torch.testing.assert_close(splits.train.images[:, 0], torch.from_numpy(expected))
+    torch.testing.assert_close(splits.prepare(splits.train.inputs)[:, 0],
+                               torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
 
 
 def test_digits_has_a_fixed_stratified_split():
     first = load_dataset("digits")
     second = load_dataset("digits")
-    sizes = [len(split.labels) for split in (first.train, first.valid, first.test)]
+    sizes = [len(split.targets) for split in (first.train, first.valid, first.test)]
     assert sum(sizes) == 1797
     assert sizes == [1077, 360, 360]
     for split in ("train", "valid", "test"):
-        assert torch.equal(getattr(first, split).images, getattr(second, split).images)
-        assert torch.equal(getattr(first, split).labels, getattr(second, split).labels)
-    assert (first.num_classes, first.in_channels, first.image_size) == (10, 1, 8)
+        assert torch.equal(getattr(first, split).inputs, getattr(second, split).inputs)
+        assert torch.equal(getattr(first, split).targets, getattr(second, split).targets)
+    assert (first.num_classes, first.input_shape, first.task) == (10, (1, 8, 8), "classification")
     assert first.input_shape == (1, 8, 8)
-    assert first.train.images.shape == (1077, 1, 8, 8)
-    assert first.train.images.dtype == torch.float32
-    assert first.train.labels.dtype == torch.int64
+    assert first.train.inputs.shape == (1077, 1, 8, 8)
+    assert first.train.inputs.dtype == torch.float32
+    assert first.train.targets.dtype == torch.int64
     # Stratified: every class has about a fifth of its examples in validation and test.
-    totals = torch.cat([first.train.labels, first.valid.labels, first.test.labels]).bincount()
+    totals = torch.cat([first.train.targets, first.valid.targets, first.test.targets]).bincount()
     for split in (first.valid, first.test):
-        assert (split.labels.bincount(minlength=10) - 0.2 * totals).abs().max() <= 1
+        assert (split.targets.bincount(minlength=10) - 0.2 * totals).abs().max() <= 1
     # Normalised with the training statistics.
-    assert abs(first.train.images.mean().item()) < 1e-4
-    assert abs(first.train.images.std().item() - 1) < 1e-3
+    prepared = first.prepare(first.train.inputs)
+    assert abs(prepared.mean().item()) < 1e-4
+    assert abs(prepared.std().item() - 1) < 1e-3
 
 
 def test_limit_train_keeps_a_fixed_subset():
     full = load_dataset("digits")
     limited = load_dataset("digits", limit_train=100)
     again = load_dataset("digits", limit_train=100)
-    assert len(limited.train.labels) == 100
-    assert torch.equal(limited.train.images, again.train.images)
+    assert len(limited.train.targets) == 100
+    assert torch.equal(limited.train.inputs, again.train.inputs)
     # Same normalisation, same validation split, and every kept image is a training image.
-    assert torch.equal(limited.valid.images, full.valid.images)
-    flat_full = full.train.images.flatten(1)
-    for image in limited.train.images.flatten(1)[:20]:
+    assert torch.equal(limited.valid.inputs, full.valid.inputs)
+    flat_full = full.train.inputs.flatten(1)
+    for image in limited.train.inputs.flatten(1)[:20]:
         assert (flat_full == image).all(dim=1).any()
-    assert len(limited.train.labels.unique()) == 10
-    assert len(load_dataset("digits", limit_train=5000).train.labels) == 1077
+    assert len(limited.train.targets.unique()) == 10
+    assert len(load_dataset("digits", limit_train=5000).train.targets) == 1077
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
@@ -115,11 +117,12 @@ def test_idx_files_are_read_from_data_dir(tmp_path, gzipped, in_subfolder):
     splits = load_dataset("mnist", data_dir=tmp_path, download=False)
     train_images, train_labels, test_images, test_labels = arrays
     # The last 10% of the training file is the validation split.
-    assert torch.equal(splits.train.labels, torch.from_numpy(train_labels[:36]))
-    assert torch.equal(splits.valid.labels, torch.from_numpy(train_labels[36:]))
-    assert torch.equal(splits.test.labels, torch.from_numpy(test_labels))
-    assert splits.train.images.shape == (36, 1, 6, 6)
-    assert (splits.in_channels, splits.image_size, splits.num_classes) == (1, 6, 10)
+    assert torch.equal(splits.train.targets, torch.from_numpy(train_labels[:36]))
+    assert torch.equal(splits.valid.targets, torch.from_numpy(train_labels[36:]))
+    assert torch.equal(splits.test.targets, torch.from_numpy(test_labels))
+    assert splits.train.inputs.shape == (36, 1, 6, 6)
+    assert (splits.input_shape, splits.num_classes) == ((1, 6, 6), 10)
+    assert splits.train.inputs.dtype == torch.uint8  # converted per batch, not up front
     assert_normalised_like_training(splits, train_images[:36])
 
 
@@ -183,7 +186,7 @@ def test_download_checks_md5_and_saves_good_files(tmp_path, monkeypatch):
     requested.clear()
     monkeypatch.setitem(data._IDX_MD5, "mnist", checksums)
     splits = load_dataset("mnist", data_dir=target)
-    assert torch.equal(splits.test.labels, torch.from_numpy(arrays[3]))
+    assert torch.equal(splits.test.targets, torch.from_numpy(arrays[3]))
     assert sorted(p.name for p in (target / "mnist").iterdir()) == sorted(served)
     first_mirror = "https://ossci-datasets.s3.amazonaws.com/mnist/"
     assert all(url.startswith(first_mirror) for url in requested)
@@ -224,17 +227,18 @@ def test_cifar_batches_are_read(tmp_path, name, folder, train_files, test_file, 
     splits = load_dataset(name, data_dir=tmp_path, download=False)
     all_train_labels = np.concatenate(train_labels)
     cut = len(all_train_labels) - len(all_train_labels) // 10
-    assert torch.equal(splits.train.labels, torch.from_numpy(all_train_labels[:cut]))
-    assert torch.equal(splits.valid.labels, torch.from_numpy(all_train_labels[cut:]))
-    assert torch.equal(splits.test.labels, torch.from_numpy(test_labels))
-    assert splits.test.images.shape == (8, 3, 32, 32)
-    assert (splits.num_classes, splits.in_channels, splits.image_size) == (classes, 3, 32)
+    assert torch.equal(splits.train.targets, torch.from_numpy(all_train_labels[:cut]))
+    assert torch.equal(splits.valid.targets, torch.from_numpy(all_train_labels[cut:]))
+    assert torch.equal(splits.test.targets, torch.from_numpy(test_labels))
+    assert splits.test.inputs.shape == (8, 3, 32, 32)
+    assert (splits.num_classes, splits.input_shape) == (classes, (3, 32, 32))
     # Per-channel normalisation with the training split's statistics.
     unit = np.concatenate(train_images)[:cut].astype(np.float32) / 255
     mean = unit.mean(axis=(0, 2, 3), keepdims=True)
     std = unit.std(axis=(0, 2, 3), keepdims=True)
     expected_test = (test_images.astype(np.float32) / 255 - mean) / std
-    torch.testing.assert_close(splits.test.images, torch.from_numpy(expected_test))
+    torch.testing.assert_close(splits.prepare(splits.test.inputs), torch.from_numpy(expected_test),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
@@ -243,9 +247,9 @@ def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
     # Nothing in the default folder, so the Debian one must be found.
     monkeypatch.setenv("PYNAS_DATA_DIR", str(tmp_path))
     splits = load_dataset("fashion-mnist", limit_train=500, download=False)
-    assert len(splits.train.labels) == 500
-    assert len(splits.valid.labels) == 6000
-    assert splits.test.images.shape == (10000, 1, 28, 28)
-    assert splits.test.labels.bincount().tolist() == [1000] * 10
+    assert len(splits.train.targets) == 500
+    assert len(splits.valid.targets) == 6000
+    assert splits.test.inputs.shape == (10000, 1, 28, 28)
+    assert splits.test.targets.bincount().tolist() == [1000] * 10
     raw_labels = data._read_idx(DEBIAN_FASHION_MNIST / "train-labels-idx1-ubyte.gz")
-    assert torch.equal(splits.valid.labels, torch.from_numpy(raw_labels[54000:].astype(np.int64)))
+    assert torch.equal(splits.valid.targets, torch.from_numpy(raw_labels[54000:].astype(np.int64)))

@@ -106,6 +106,7 @@ def test_small_table_and_its_errors(tmp_path):
         "toy_valid": 70.25,
         "toy_test": 69.0,
         "cost": 30.5,
+        "score": 70.25,
         "val_acc": 70.25,
         "test_acc": 69.0,
         "seconds": 30.5,
@@ -153,7 +154,7 @@ def test_training_on_digits_beats_chance_and_is_deterministic():
     second = pickle.loads(pickle.dumps(evaluator)).evaluate(TINY, TINY_RESNET)
     assert first["val_acc"] > 20.0
     assert first["test_acc"] > 20.0
-    assert first["params"] == TINY.count_parameters(TINY_RESNET, 10, 1)
+    assert first["params"] == TINY.count_parameters(TINY_RESNET, (1, 8, 8), 10)
     assert first["seconds"] > 0
     del first["seconds"], second["seconds"]
     assert first == second
@@ -171,7 +172,8 @@ def test_training_options_change_the_run():
     losses = {name: result["train_loss"] for name, result in runs.items()}
     assert len(set(losses.values())) == 4, losses
     for result in runs.values():
-        assert set(result) == {"val_acc", "test_acc", "train_loss", "seconds", "params"}
+        assert set(result) == {"score", "val_acc", "test_acc", "train_loss", "seconds", "params"}
+        assert result["score"] == result["val_acc"]
         assert 0 <= result["val_acc"] <= 100
 
 

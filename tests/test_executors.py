@@ -51,7 +51,7 @@ class ProbeEvaluator(Evaluator):
             os.kill(os.getpid(), signal.SIGKILL)
         if behaviour == 4:
             time.sleep(0.5)
-        return {"val_acc": float(sum(arch)), "seconds": 1.0, "pid": os.getpid(),
+        return {"score": float(sum(arch)), "seconds": 1.0, "pid": os.getpid(),
                 "threads": torch.get_num_threads()}
 
 
@@ -84,7 +84,7 @@ def test_serial_executor_reports_errors_and_keeps_going():
     with SerialExecutor() as executor:
         executor.start(SPACE, ProbeEvaluator())
         done = run_all(executor, [arch_with(0), arch_with(1), arch_with(4)])
-    assert done[0].metrics["val_acc"] == 16.0 and done[0].error is None
+    assert done[0].metrics["score"] == 16.0 and done[0].error is None
     assert done[1].metrics is None and "ValueError: bad architecture" in done[1].error
     assert done[2].metrics["pid"] == os.getpid()
 
@@ -95,7 +95,7 @@ def test_pool_workers_are_warm_and_get_the_evaluator_once():
         executor.start(SPACE, ProbeEvaluator())
         done = run_all(executor, [arch_with(0, first) for first in range(5)] * 2)
     assert ProbeEvaluator.pickles == 2  # once per worker, not once per trial
-    assert [done[t].metrics["val_acc"] for t in range(10)] == [16.0 + f for f in range(5)] * 2
+    assert [done[t].metrics["score"] for t in range(10)] == [16.0 + f for f in range(5)] * 2
     pids = {c.metrics["pid"] for c in done.values()}
     assert len(pids) == 2 and os.getpid() not in pids
     assert {c.worker.rsplit(":", 1)[1] for c in done.values()} == {str(p) for p in pids}
@@ -111,7 +111,7 @@ def test_pool_survives_failing_and_dying_evaluations():
     assert "the worker process died (exit code 3)" in done[2].error
     assert "the worker process died (killed by SIGKILL)" in done[3].error
     assert all(done[t].metrics is None for t in (1, 2, 3))
-    assert [done[t].metrics["val_acc"] for t in (0, 4, 5)] == [16.0, 21.0, 22.0]
+    assert [done[t].metrics["score"] for t in (0, 4, 5)] == [16.0, 21.0, 22.0]
     # the last two ran in live worker processes, replacements of the dead ones
     dead = {int(done[t].worker.rsplit(":", 1)[1]) for t in (2, 3)}
     survivors = {done[t].metrics["pid"] for t in (4, 5)}
@@ -124,7 +124,7 @@ class DyingSometimes(Evaluator):
     def evaluate(self, space, arch):
         if arch[-1] == 0:
             os._exit(1)
-        return {"val_acc": float(sum(arch)), "seconds": 1.0}
+        return {"score": float(sum(arch)), "seconds": 1.0}
 
 
 def test_search_on_the_pool_records_dead_workers_and_reaches_the_budget(tmp_path):
@@ -159,7 +159,7 @@ def test_ray_executor_evaluates_and_survives_a_dead_actor(ray_cluster):
                                   arch_with(0, 2)])
     finally:
         executor.close()
-    assert [done[t].metrics["val_acc"] for t in (0, 3, 4)] == [16.0, 17.0, 18.0]
+    assert [done[t].metrics["score"] for t in (0, 3, 4)] == [16.0, 17.0, 18.0]
     assert "the Ray worker died" in done[1].error
     assert "ValueError: bad architecture" in done[2].error
     assert len({done[t].metrics["pid"] for t in (0, 3, 4)} - {os.getpid()}) >= 1

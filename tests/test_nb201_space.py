@@ -135,11 +135,12 @@ def test_cell_wiring_follows_the_edges():
     assert torch.equal(cell_output([none, none, skip, none, none, skip]), zeros)
 
 
-@pytest.mark.parametrize("in_channels,size", [(3, 32), (1, 28), (1, 8), (3, 9)])
-def test_network_runs_forward_and_backward(in_channels, size):
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28), (1, 8, 8), (3, 9, 9), (3, 12, 9),
+                                   (3, 64, 48)])
+def test_network_runs_forward_and_backward(shape):
     space = NB201Space(channels=4, cells_per_stage=1)
-    model = space.build((1, 2, 3, 4, 0, 3), num_classes=7, in_channels=in_channels)
-    images = torch.randn(3, in_channels, size, size)
+    model = space.build((1, 2, 3, 4, 0, 3), shape, num_outputs=7)
+    images = torch.randn(3, *shape)
     logits = model(images)
     assert logits.shape == (3, 7)
     logits.sum().backward()
@@ -183,7 +184,7 @@ def test_resnet_cell_matches_a_count_by_hand(channels, cells, size, in_channels,
     space = NB201Space(channels=channels, cells_per_stage=cells)
     arch = space.from_string(RESNET_CELL)
     params, flops = nb201_resnet_cell_costs(channels, cells, size, in_channels, classes)
-    assert space.count_parameters(arch, classes, in_channels) == params
+    assert space.count_parameters(arch, (in_channels, size, size), classes) == params
     assert space.count_flops(arch, (in_channels, size, size), classes) == flops
 
 
@@ -205,7 +206,7 @@ def test_parameter_counts_match_naslib(naslib_records, dataset, classes, sample)
     records = list(naslib_records[dataset].items())[:sample]
     assert len(records) >= 60
     for key, record in records:
-        count = space.count_parameters(naslib_arch(key), classes, 3)
+        count = space.count_parameters(naslib_arch(key), (3, 32, 32), classes)
         assert count == round(record["params"]["score"] * 1e6), key
 
 

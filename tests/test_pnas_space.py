@@ -120,7 +120,7 @@ def test_network_trains_for_every_cell_size():
              "identity~0+avg_pool_3x3~1|dil_conv_3x3~2+max_pool_3x3~0",
              "identity~0+identity~1|identity~2+identity~2|sep_conv_3x3~3+identity~0"]
     for text in texts:
-        model = space.build(space.from_string(text), num_classes=10, in_channels=1)
+        model = space.build(space.from_string(text), (1, 8, 8), num_outputs=10)
         logits = model(images)
         assert logits.shape == (4, 10)
         torch.nn.functional.cross_entropy(logits, labels).backward()
@@ -133,7 +133,7 @@ def test_network_trains_for_every_cell_size():
 def test_stride_two_cells_halve_resolution_and_double_channels():
     space = PNASSpace(blocks=2, channels=4, cells_per_stage=2)
     model = space.build(space.from_string("identity~0+identity~1|sep_conv_3x3~2+identity~1"),
-                        num_classes=10, in_channels=3)
+                        (3, 16, 16), num_outputs=10)
     shapes = []
     hooks = [cell.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape)))
              for cell in model.cells]

@@ -43,7 +43,8 @@ class SumEvaluator(Evaluator):
     def evaluate(self, space, arch):
         if self.fail_all or (self.fail_some and arch[-1] == 0):
             raise ValueError(f"cannot evaluate {arch}")
-        return {"val_acc": float(sum(arch)), "test_acc": sum(arch) - 0.5, "seconds": 10.0,
+        return {"score": float(sum(arch)), "val_acc": float(sum(arch)),
+                "test_acc": sum(arch) - 0.5, "seconds": 10.0,
                 "params": 1000 + arch[1]}
 
 
@@ -88,7 +89,7 @@ def test_store_records_one_row_per_attempt(tmp_path):
         first = store.start(0, "a", (1, 2))
         store.interrupt(first)
         second = store.start(0, "a", (1, 2))
-        store.finish(second, {"val_acc": 1.0, "seconds": 2.0}, "host:1")
+        store.finish(second, {"score": 1.0, "seconds": 2.0}, "host:1")
         failed = store.start(1, "b", (3, 4))
         store.fail(failed, "ValueError: no", "host:2")
         rows = store.attempts()
@@ -97,7 +98,7 @@ def test_store_records_one_row_per_attempt(tmp_path):
     assert [(r.trial, r.attempt, r.state) for r in rows] == [
         (0, 1, INTERRUPTED), (0, 2, FINISHED), (1, 1, FAILED)
     ]
-    assert rows[1].metrics == {"val_acc": 1.0, "seconds": 2.0}
+    assert rows[1].metrics == {"score": 1.0, "seconds": 2.0}
     assert rows[1].decisions == (1, 2) and rows[1].worker == "host:1"
     assert rows[2].error == "ValueError: no"
     assert all(r.ended >= r.started for r in rows)
@@ -105,16 +106,16 @@ def test_store_records_one_row_per_attempt(tmp_path):
 
 def test_store_refuses_a_second_outcome_for_a_trial(tmp_path):
     with TrialStore(tmp_path / "t.sqlite") as store:
-        store.finish(store.start(0, "a", (1,)), {"val_acc": 1.0, "seconds": 1.0}, None)
+        store.finish(store.start(0, "a", (1,)), {"score": 1.0, "seconds": 1.0}, None)
         again = store.start(0, "a", (1,))
         with pytest.raises(sqlite3.IntegrityError):
-            store.finish(again, {"val_acc": 1.0, "seconds": 1.0}, None)
+            store.finish(again, {"score": 1.0, "seconds": 1.0}, None)
 
 
 def test_store_only_ends_running_attempts(tmp_path):
     with TrialStore(tmp_path / "t.sqlite") as store:
         row = store.start(0, "a", (1,))
-        store.finish(row, {"val_acc": 1.0, "seconds": 1.0}, None)
+        store.finish(row, {"score": 1.0, "seconds": 1.0}, None)
         store.interrupt(row)  # too late: it finished
         assert store.attempts()[0].state == FINISHED
 
@@ -123,7 +124,7 @@ def test_best_attempt_is_the_first_of_the_highest():
     with TrialStore(":memory:") as store:
         for trial, value in enumerate([1.0, 3.0, 2.0, 3.0]):
             store.finish(store.start(trial, str(trial), (trial,)),
-                         {"val_acc": value, "seconds": 1.0}, None)
+                         {"score": value, "seconds": 1.0}, None)
         store.fail(store.start(9, "9", (9,)), "boom", None)
         assert best_attempt(store.attempts()).trial == 1
     assert best_attempt([]) is None
@@ -221,7 +222,8 @@ def test_search_writes_the_run(tmp_path):
     assert result["simulated_seconds"] == 120.0
     assert result["stopped"] == "budget of evaluations"
     best = result["best"]
-    assert best["val_acc"] == max(a.metrics["val_acc"] for a in attempts_of(tmp_path))
+    assert best["score"] == max(a.metrics["score"] for a in attempts_of(tmp_path))
+    assert best["val_acc"] == best["score"] and result["score_name"] == "val_acc"
     assert best["test_acc"] == best["val_acc"] - 0.5
     assert best["metrics"]["params"] >= 1000
     assert SPACE.from_string(best["arch"]) == SPACE.from_genotype(best["genotype"])

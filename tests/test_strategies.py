@@ -39,7 +39,7 @@ class GridSpace(SearchSpace):
     def from_genotype(self, genotype: dict) -> Arch:
         return tuple(genotype["arch"])
 
-    def build(self, arch, num_classes, in_channels):
+    def build(self, arch, input_shape, num_outputs):
         raise NotImplementedError
 
 

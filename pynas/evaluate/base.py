@@ -15,6 +15,9 @@ from pynas.spaces.base import Arch, SearchSpace
 class Evaluator(ABC):
     """Scores architectures; returns a flat dict of metrics."""
 
+    #: what ``score`` is, named in ``result.json`` (e.g. ``val_acc``, ``val_r2``)
+    score_name: str = "val_acc"
+
     @abstractmethod
     def evaluate(self, space: SearchSpace, arch: Arch) -> dict[str, Any]:
         """Score ``arch``.
@@ -22,10 +25,11 @@ class Evaluator(ABC):
         Returns
         -------
         dict
-            Always ``val_acc`` (float, percent, the search signal) and ``seconds``
-            (the cost of this evaluation: wall seconds when training, the simulated
-            training time for a table). ``test_acc`` where a test split or column
-            exists, and any further numeric metrics (every column of a table row).
+            Always ``score`` (a finite float, the search signal, maximised; what it is
+            is :attr:`score_name`) and ``seconds`` (the cost of this evaluation: wall
+            seconds when training, the simulated training time for a table). Any
+            further numeric metrics: ``val_acc`` and ``test_acc`` (percent) for
+            classification, ``val_r2``... for regression, every column of a table row.
         """
 
     def describe(self) -> dict[str, Any]:

@@ -115,7 +115,7 @@ class NATSEvaluator(Evaluator):
         Returns
         -------
         dict
-            ``val_acc``, ``test_acc``, ``seconds`` (simulated training time),
+            ``score`` and ``val_acc`` (the same), ``test_acc``, ``seconds`` (simulated time),
             ``train_loss``, ``train_acc``, ``val_loss``, ``test_loss`` where the
             benchmark has them, and ``flops`` (M), ``params`` (M), ``latency`` (s).
         """
@@ -129,9 +129,10 @@ class NATSEvaluator(Evaluator):
         info = api.get_more_info(index, self.dataset, hp=self.epochs, is_random=False)
         reported = {key: key for key in ("flops", "params", "latency")}
         costs = api.get_cost_info(index, self.dataset, hp=self.epochs)
-        return {
+        metrics = {
             name: float(values[key])
             for values, names in ((info, _REPORTED), (costs, reported))
             for key, name in names.items()
             if values.get(key) is not None
         }
+        return {"score": metrics["val_acc"], **metrics}

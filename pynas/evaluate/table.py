@@ -130,6 +130,7 @@ class TableEvaluator(Evaluator):
     ) -> None:
         self.path = os.fspath(path)
         self.metric = metric
+        self.score_name = metric
         self.cost_column = cost_column
         self.val_column = metric if val_column is None else val_column
         table = read_table(self.path)
@@ -160,7 +161,8 @@ class TableEvaluator(Evaluator):
         Returns
         -------
         dict
-            Every numeric column by name, plus ``val_acc`` (the metric), ``seconds``
+            Every numeric column by name, plus ``score`` and ``val_acc`` (both the
+            metric), ``seconds``
             (the cost column, or 0) and, when a test counterpart exists, ``test_acc``.
         """
         arch_string = space.to_string(arch)
@@ -172,7 +174,7 @@ class TableEvaluator(Evaluator):
                 f"{self.path}"
             ) from None
         result: dict[str, Any] = dict(row)
-        result["val_acc"] = row[self.metric]
+        result["val_acc"] = result["score"] = row[self.metric]
         result["seconds"] = 0.0 if self.cost_column is None else row[self.cost_column]
         if self.test_column is not None:
             result["test_acc"] = row[self.test_column]

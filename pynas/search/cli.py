@@ -24,12 +24,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pynas.data import DATASETS, TASKS, TEST_FRACTION, VALID_FRACTION, DatasetSplits, DataSpec
 from pynas.errors import UsageError
-from pynas.evaluate import Evaluator, TableEvaluator, TrainEvaluator
+from pynas.evaluate import Evaluator, FunctionEvaluator, TableEvaluator, TrainEvaluator
+from pynas.evaluate.train import cached_dataset
 from pynas.executors import Executor, ProcessPoolExecutor, RayExecutor, SerialExecutor
+from pynas.plots import test_counterpart
 from pynas.runs import RunDirectory
 from pynas.search.loop import Budget, run_search
-from pynas.spaces import SPACES, get_space
+from pynas.spaces import SPACES, SearchSpace, get_space
 
 #: ``pynas search NAME`` -> the module implementing it (see the module docstring)
 STRATEGIES: dict[str, str] = {
@@ -60,6 +63,9 @@ _HOW_NOT_WHAT = {
 #: arguments that name files: recorded as absolute paths, so a resume may start elsewhere
 _PATH_ARGUMENTS = ("benchmark", "data_dir")
 
+#: the space searched when --space is not given, by the kind of data
+DEFAULT_SPACES = {"image": "nb201", "features": "mlp"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One sub-command per registered strategy, each with the common options."""
@@ -75,13 +81,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--space", default="nb201", help=f"search space: {', '.join(SPACES)} (default: %(default)s)"
+        "--space",
+        help=f"search space: {', '.join(SPACES)} (default: nb201 for images, mlp for "
+        "feature vectors)",
+    )
+    data = parser.add_argument_group(
+        "data",
+        "a built-in dataset or your own: a folder of images in class subfolders (optionally "
+        "under train/, valid/ or val/, test/), an .npz or .pt file of arrays x, y (and "
+        "x_valid, y_valid, x_test, y_test), or a CSV table with --target",
+    )
+    data.add_argument(
+        "--dataset",
+        metavar="NAME|PATH",
+        help="digits, mnist, fashion-mnist, cifar10, cifar100, or a path (default: digits)",
+    )
+    data.add_argument("--data-dir", help="where a built-in dataset's files are")
+    data.add_argument(
+        "--target",
+        type=_names,
+        metavar="COLUMN[,COLUMN...]",
+        help="the CSV column(s) to predict (several: multi-target regression)",
+    )
+    data.add_argument(
+        "--task",
+        choices=TASKS,
+        help="default: classification for integer or text labels (up to 100 classes), "
+        "regression otherwise",
+    )
+    data.add_argument(
+        "--image-size",
+        type=_image_size,
+        metavar="HxW",
+        help="resize a folder's images to this (default: their most common size)",
+    )
+    data.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=VALID_FRACTION,
+        help="share of your data held out for validation when it has no split of its own "
+        "(default: %(default)s)",
+    )
+    data.add_argument(
+        "--test-fraction",
+        type=float,
+        default=TEST_FRACTION,
+        help="likewise for the test split (default: %(default)s)",
+    )
+    data.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="fixes the held-out examples, stratified by class (default: %(default)s)",
+    )
+    data.add_argument(
+        "--limit-train", type=int, metavar="N", help="train on a fixed subset of N examples"
     )
     evaluation = parser.add_argument_group(
-        "evaluation", "train on a dataset (default: digits), or read a benchmark table"
+        "evaluation", "train on the data, or read a benchmark table"
     )
-    evaluation.add_argument("--dataset", help="dataset to train on (default: digits)")
-    evaluation.add_argument("--data-dir", help="where the dataset's files are")
     evaluation.add_argument(
         "--epochs",
         type=int,
@@ -134,6 +192,26 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected COLUMN[,COLUMN...], got {text!r}")
+    return names
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    """``HxW`` or ``N`` (square) as ``(height, width)``, each at least 1."""
+    try:
+        sizes = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        sizes = ()
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW or N, got {text!r}")
+    return sizes  # type: ignore[return-value]
+
+
 def strategy_module(name: str) -> ModuleType:
     """The module registered for ``name``."""
     if name not in STRATEGIES:
@@ -144,6 +222,9 @@ def strategy_module(name: str) -> ModuleType:
 def run(args: argparse.Namespace) -> int:
     """``pynas search``: run the search ``args`` describe and print a summary line."""
     module = strategy_module(args.strategy)
+    # The data is read and checked, and the space chosen, before the run directory is
+    # created: bad input leaves nothing behind.
+    prepare_inputs(args)
     if hasattr(module, "run"):
         # under torchrun only rank 0 owns (and writes) the run directory
         owns_run = os.environ.get("RANK", "0") == "0"
@@ -151,7 +232,53 @@ def run(args: argparse.Namespace) -> int:
     run_dir = prepare_run_directory(args)
     result = search(args, run_dir, progress=sys.stderr.isatty())
     print(summary_line(result, run_dir.path))
-    return 0 if result["best"] is not None else 1
+    if result["best"] is None:
+        return 1
+    print(retrain_line(run_dir.path))
+    return 0
+
+
+def retrain_line(path: Path) -> str:
+    """The last line of a search: how to retrain and test what it found."""
+    return f"retrain the best architecture and test it: pynas train {path}"
+
+
+def data_spec(args: argparse.Namespace) -> DataSpec:
+    """Where the data of ``args`` comes from (a built-in name or the user's path)."""
+    return DataSpec(
+        dataset=args.dataset or "digits",
+        data_dir=args.data_dir,
+        target=args.target,
+        task=args.task,
+        image_size=args.image_size,
+        valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        limit_train=args.limit_train,
+    )
+
+
+def load_data(args: argparse.Namespace) -> DatasetSplits | None:
+    """The data ``args`` name (``args._data`` when given from Python), loaded once per
+    process; ``None`` for a benchmark table or a user evaluation without data."""
+    data = getattr(args, "_data", None)
+    if data is not None or args.benchmark is not None:
+        return data
+    if getattr(args, "_evaluate", None) is not None and args.dataset is None:
+        return None
+    return cached_dataset(data_spec(args))
+
+
+def prepare_inputs(args: argparse.Namespace) -> None:
+    """Check the data, evaluator and space of ``args``; fills in ``args.space`` (the
+    default for the data's kind) and keeps the evaluator in ``args._evaluator``."""
+    evaluator, simulated_time = make_evaluator(args)
+    data = load_data(args)
+    if args.space is None:
+        args.space = DEFAULT_SPACES[data.kind] if data is not None else "nb201"
+    if data is not None:
+        get_space(args.space).check_input(data.input_shape)
+    args._evaluator, args._simulated_time = evaluator, simulated_time
 
 
 def prepare_run_directory(args: argparse.Namespace) -> RunDirectory:
@@ -190,7 +317,11 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
     for key in _PATH_ARGUMENTS:
         if config.get(key) is not None:
             config[key] = str(Path(config[key]).resolve())
-    return config
+    if config.get("dataset") is not None and config["dataset"] not in DATASETS:
+        config["dataset"] = str(Path(config["dataset"]).resolve())
+    # as JSON gives them back, so that a resume compares like with like
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in config.items()}
 
 
 def search(
@@ -203,26 +334,44 @@ def search(
     module = strategy_module(args.strategy)
     if not hasattr(module, "build"):
         raise UsageError(f"strategy {args.strategy!r} is not an ask/tell strategy")
-    space = get_space(args.space)
-    evaluator, simulated_time = make_evaluator(args)
+    if getattr(args, "_evaluator", None) is None:
+        prepare_inputs(args)
+    space: SearchSpace = get_space(args.space)
     strategy = module.build(space, args)
-    budget = Budget(args.budget, args.budget_seconds, simulated_time=simulated_time)
-    return run_search(strategy, evaluator, run_dir, budget, make_executor(args), progress)
+    budget = Budget(args.budget, args.budget_seconds, simulated_time=args._simulated_time)
+    result = run_search(strategy, args._evaluator, run_dir, budget, make_executor(args), progress)
+    return result
 
 
 def make_evaluator(args: argparse.Namespace) -> tuple[Evaluator, bool]:
     """The evaluator the arguments ask for, and whether its seconds are simulated."""
+    user_function = getattr(args, "_evaluate", None)
     if args.benchmark is None:
-        if args.metric is not None or args.cost_column is not None:
+        if args.cost_column is not None or (args.metric is not None and user_function is None):
             raise UsageError("--metric and --cost-column need --benchmark FILE")
+        data = getattr(args, "_data", None)
+        if user_function is not None:
+            if data is None and args.dataset is not None:
+                data = data_spec(args)
+                data.check()
+            return FunctionEvaluator(
+                user_function,
+                data,
+                input_shape=getattr(args, "_input_shape", None),
+                num_outputs=getattr(args, "_num_outputs", None),
+                metric=args.metric,
+                seed=args.seed,
+                device=args.device,
+            ), False
         evaluator = TrainEvaluator(
-            args.dataset or "digits",
-            data_dir=args.data_dir,
+            data_spec(args) if data is None else data,
             epochs=args.epochs,
             device=args.device,
             seed=args.seed,
         )
         return evaluator, False
+    if user_function is not None:
+        raise UsageError("give a benchmark table or your own evaluation function, not both")
     if args.dataset is not None or args.data_dir is not None:
         raise UsageError("give --dataset or --benchmark, not both")
     if args.metric is None:
@@ -260,7 +409,9 @@ def summary_line(result: dict[str, Any], path: Path) -> str:
     best = result["best"]
     if best is None:
         return f"{head}, none finished; see {path / RunDirectory.TRIALS}"
-    scores = f"val_acc {best['val_acc']:.2f}"
-    if "test_acc" in best:
-        scores += f", test_acc {best['test_acc']:.2f}"
+    score_name = result.get("score_name", "val_acc")
+    scores = f"{score_name} {best['score']:.4g}"
+    test_name = test_counterpart(score_name, best["metrics"])
+    if test_name is not None:
+        scores += f", {test_name} {best['metrics'][test_name]:.4g}"
     return f"{head}; best {best['arch']} ({scores}); {path / RunDirectory.RESULT}"

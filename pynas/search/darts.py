@@ -31,7 +31,7 @@ import torch.distributed as distributed
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pynas.data import DatasetSplits, Split, load_dataset
+from pynas.data import CLASSIFICATION, DatasetSplits, Split, load_dataset
 from pynas.errors import UsageError
 from pynas.runs import RunDirectory, load_checkpoint, save_checkpoint
 from pynas.search.darts_bilevel import BilevelOptimizer, average_across_processes
@@ -152,9 +152,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.arch_lr,
         help="Adam learning rate of the architecture (default: %(default)s)",
     )
-    group.add_argument(
-        "--limit-train", type=int, help="use only this many training images (quick runs)"
-    )
 
 
 def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
@@ -165,6 +162,8 @@ def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
             raise UsageError(
                 f"{flag} does not apply to darts, which trains one supernet for --epochs"
             )
+    from pynas.search.cli import load_data, retrain_line  # the command line imports this
+
     config = DartsConfig.from_args(args)
     progress = sys.stderr.isatty()
     with process_group(config.device) as (rank, _):
@@ -173,6 +172,7 @@ def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
             run_dir if rank == 0 else None,
             progress=progress and rank == 0,
             resume=bool(getattr(args, "resume", False)),
+            data=load_data(args),
         )
     if rank == 0:
         print(
@@ -182,6 +182,8 @@ def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
             f"epochs in {result['seconds']:.0f} s"
             + (f"; run in {run_dir.path}" if run_dir is not None else "")
         )
+        if run_dir is not None:
+            print(retrain_line(run_dir.path))
     return 0
 
 
@@ -255,19 +257,16 @@ def build_supernet(config: DartsConfig, num_classes: int, in_channels: int) -> n
 def split_in_halves(split: Split, seed: int) -> tuple[Split, Split]:
     """The training split's two halves (a fixed shuffle): weights learn on the first,
     architecture logits on the second."""
-    order = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
     half = len(order) // 2
-    first, second = order[:half], order[half : 2 * half]
-    return (
-        Split(split.images[first], split.labels[first]),
-        Split(split.images[second], split.labels[second]),
-    )
+    return split.subset(order[:half]), split.subset(order[half : 2 * half])
 
 
 def epoch_batches(
-    split: Split, batch_size: int, seed: int, epoch: int, device: torch.device
+    split: Split, batch_size: int, seed: int, epoch: int, device: torch.device,
+    data: DatasetSplits,
 ) -> list[tuple[Tensor, Tensor]]:
-    """This process's batches of one epoch.
+    """This process's batches of one epoch, inputs prepared (normalised float32).
 
     Every process draws the same shuffle (from ``seed`` and ``epoch``, so a resumed run
     repeats it) and takes every world-size-th image of it, so the processes together see
@@ -276,28 +275,29 @@ def epoch_batches(
     """
     rank, world_size = _rank_and_world()
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(len(split.labels), generator=generator)
+    order = torch.randperm(len(split), generator=generator)
     order = order[: len(order) - len(order) % world_size][rank::world_size]
     count = max(1, len(order) // batch_size)
     return [
         (
-            split.images[order[b * batch_size : (b + 1) * batch_size]].to(device),
-            split.labels[order[b * batch_size : (b + 1) * batch_size]].to(device),
+            data.prepare(split.inputs[order[b * batch_size : (b + 1) * batch_size]].to(device)),
+            split.targets[order[b * batch_size : (b + 1) * batch_size]].to(device),
         )
         for b in range(count)
     ]
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, split: Split, device: torch.device) -> float:
-    """Top-1 accuracy (%) of ``model`` in evaluation mode on ``split``."""
+def accuracy(model: nn.Module, split: Split, device: torch.device, data: DatasetSplits) -> float:
+    """Top-1 accuracy (%) of ``model`` in evaluation mode on ``split`` (inputs prepared
+    by ``data``)."""
     model.eval()
     correct = 0
-    for start in range(0, len(split.labels), _EVALUATION_BATCH):
-        images = split.images[start : start + _EVALUATION_BATCH].to(device)
-        labels = split.labels[start : start + _EVALUATION_BATCH].to(device)
-        correct += int((model(images).argmax(dim=1) == labels).sum())
-    return 100.0 * correct / max(1, len(split.labels))
+    for start in range(0, len(split), _EVALUATION_BATCH):
+        inputs = data.prepare(split.inputs[start : start + _EVALUATION_BATCH].to(device))
+        labels = split.targets[start : start + _EVALUATION_BATCH].to(device)
+        correct += int((model(inputs).argmax(dim=1) == labels).sum())
+    return 100.0 * correct / max(1, len(split))
 
 
 @contextlib.contextmanager
@@ -379,6 +379,11 @@ def search(
     """
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, limit_train=config.limit_train)
+    if data.task != CLASSIFICATION or data.kind != "image":
+        raise UsageError(
+            f"darts searches classifiers of images; {data.name} is {data.task} on "
+            f"{data.kind} of shape {data.input_shape} (use random, evolution, rl or pnas)"
+        )
     trained = train_supernet(config, data, run_dir, progress, resume)
     result = summarize(config, trained, data)
     if run_dir is not None:
@@ -414,7 +419,7 @@ def train_supernet(
     started = time.time()
     weight_half, arch_half = split_in_halves(data.train, config.seed)
     torch.manual_seed(config.seed)
-    model = build_supernet(config, data.num_classes, data.in_channels).to(device)
+    model = build_supernet(config, data.num_classes, data.input_shape[0]).to(device)
     bilevel = BilevelOptimizer(
         model,
         config.epochs,
@@ -433,7 +438,8 @@ def train_supernet(
         started -= state["seconds"]
     first_epoch = len(history)
     rank = _rank_and_world()[0]
-    steps_per_epoch = len(epoch_batches(arch_half, config.batch_size, config.seed, 0, device))
+    steps_per_epoch = len(epoch_batches(arch_half, config.batch_size, config.seed, 0, device,
+                                          data))
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
         initial=(first_epoch - 1) * steps_per_epoch,
@@ -444,8 +450,8 @@ def train_supernet(
     )
     with bar:
         for epoch in range(first_epoch, config.epochs + 1):
-            train = epoch_batches(weight_half, config.batch_size, config.seed, epoch, device)
-            valid = epoch_batches(arch_half, config.batch_size, config.seed, -epoch, device)
+            train = epoch_batches(weight_half, config.batch_size, config.seed, epoch, device, data)
+            valid = epoch_batches(arch_half, config.batch_size, config.seed, -epoch, device, data)
             totals = {"valid_loss": 0.0, "train_loss": 0.0, "train_correct": 0}
             for step, (train_batch, valid_batch) in enumerate(zip(train, valid), 1):
                 for key, value in bilevel.step(train_batch, valid_batch).items():
@@ -460,7 +466,7 @@ def train_supernet(
                 "train_loss": totals["train_loss"] / steps,
                 "valid_loss": totals["valid_loss"] / steps,
                 "train_acc": 100.0 * totals["train_correct"] / (steps * config.batch_size),
-                "valid_acc": accuracy(model, data.valid, device),
+                "valid_acc": accuracy(model, data.valid, device, data),
                 "learning_rate": bilevel.learning_rate,
                 "alphas": model.alpha_weights(),
             }
@@ -488,15 +494,17 @@ def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits
     """``result.json``: the discretized architecture and its accuracies (batch-norm
     statistics recalibrated on the weights' half of the training split)."""
     model, device = trained.model, trained.device
-    calibration = epoch_batches(trained.weight_half, config.batch_size, config.seed, 0, device)
+    calibration = epoch_batches(trained.weight_half, config.batch_size, config.seed, 0, device,
+                                data)
     with discretized(model, calibration):
-        val_acc, test_acc = accuracy(model, data.valid, device), accuracy(model, data.test, device)
+        val_acc = accuracy(model, data.valid, device, data)
+        test_acc = accuracy(model, data.test, device, data)
     genotype, arch = model.genotype(), model.arch_string()
     metrics = {
         "val_acc": val_acc,
         "test_acc": test_acc,
-        "supernet_val_acc": accuracy(model, data.valid, device),
-        "supernet_test_acc": accuracy(model, data.test, device),
+        "supernet_val_acc": accuracy(model, data.valid, device, data),
+        "supernet_test_acc": accuracy(model, data.test, device, data),
         "final_train_loss": trained.history[-1]["train_loss"],
     }
     return {
@@ -510,11 +518,14 @@ def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits
         "epochs": config.epochs,
         "evaluations": 0,
         "failed": 0,
+        "score_name": "val_acc",
+        "data": data.describe(),
         "config": dataclasses.asdict(config),
         "world_size": _rank_and_world()[1],
         "best": {
             "arch": arch,
             "genotype": genotype,
+            "score": val_acc,
             "val_acc": val_acc,
             "test_acc": test_acc,
             "metrics": metrics,

@@ -141,7 +141,8 @@ def run_search(
         attempts = store.attempts()
     result = _result(search, evaluator, run, attempts)
     run.write_result(result)
-    plot_search_curve(attempts, run.curve_path, title=f"{strategy.name} on {strategy.space.name}")
+    plot_search_curve(attempts, run.curve_path, title=f"{strategy.name} on {strategy.space.name}",
+                      score_name=result["score_name"])
     return result
 
 
@@ -156,7 +157,7 @@ class _Search:
         self.next_trial = 0
         self.finished = self.failed = 0
         self.simulated_seconds = 0.0
-        self.best_val_acc: float | None = None
+        self.best_score: float | None = None
         self.stopped = ""
         self._earlier_wall_seconds = 0.0
         self._session_start = time.monotonic()
@@ -215,7 +216,7 @@ class _Search:
             for completion in executor.wait():
                 self._record(completion, in_flight.pop(completion.trial))
                 bar.n = self.finished
-                bar.set_postfix(best=self.best_val_acc, failed=self.failed, refresh=True)
+                bar.set_postfix(best=self.best_score, failed=self.failed, refresh=True)
 
     def _ask(self, free: int, in_flight: int) -> list[tuple[int, Arch]]:
         """New candidates for ``free`` workers, numbered and checkpointed as pending."""
@@ -262,11 +263,11 @@ class _Search:
             return
         self.finished += 1
         self.simulated_seconds += metrics["seconds"]
-        if self.best_val_acc is None or metrics["val_acc"] > self.best_val_acc:
-            self.best_val_acc = metrics["val_acc"]
+        if self.best_score is None or metrics["score"] > self.best_score:
+            self.best_score = metrics["score"]
 
     def _tell(self, trial: int, metrics: dict[str, Any] | None) -> None:
-        self.strategy.tell(self.pending.pop(trial), None if metrics is None else metrics["val_acc"])
+        self.strategy.tell(self.pending.pop(trial), None if metrics is None else metrics["score"])
 
     def checkpoint(self) -> None:
         self.run.save_checkpoint(
@@ -296,6 +297,7 @@ def _result(
     if search.budget.simulated_time:
         result["simulated_seconds"] = search.simulated_seconds
     result["stopped"] = search.stopped
+    result["score_name"] = evaluator.score_name
     best = best_attempt(attempts)
     result["best"] = (
         None
@@ -304,9 +306,9 @@ def _result(
             "trial": best.trial,
             "arch": best.arch,
             "genotype": space.to_genotype(best.decisions),
-            "val_acc": best.metrics["val_acc"],
-            # where the evaluator knows it (a test split, a table's test column)
-            **({"test_acc": best.metrics["test_acc"]} if "test_acc" in best.metrics else {}),
+            "score": best.metrics["score"],
+            # where the evaluator knows them (a test split, a table's test column)
+            **{key: best.metrics[key] for key in ("val_acc", "test_acc") if key in best.metrics},
             "metrics": best.metrics,
         }
     )

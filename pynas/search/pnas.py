@@ -11,7 +11,8 @@ A :class:`Progression` says what a level is in one space:
 - ``pnas``: level ``b`` holds the cells of ``b`` blocks (the paper), see
   :class:`CellProgression`;
 - ``nb201``: node by node (:class:`NB201Progression`), so that PNAS runs on the
-  NAS-Bench-201 table.
+  NAS-Bench-201 table;
+- ``mlp``: layer by layer (:class:`MLPProgression`).
 
 At each level after the first, the Spearman rank correlation between the predicted and
 the observed accuracies of the newly evaluated cells is recorded (the paper's figure 4);
@@ -35,11 +36,14 @@ from pynas.errors import UsageError
 from pynas.evaluate import TableEvaluator
 from pynas.runs import RunDirectory, load_checkpoint
 from pynas.search.base import Strategy
-from pynas.search.cli import search, summary_line
+from pynas.search.cli import retrain_line, search, summary_line
 from pynas.search.loop import Budget, run_search
 from pynas.search.random_search import set_random_state
 from pynas.search.surrogate import KINDS, SurrogateEnsemble, TokenRows
 from pynas.spaces.base import Arch, SearchSpace
+from pynas.spaces.mlp import ACTIVATIONS as MLP_ACTIVATIONS
+from pynas.spaces.mlp import DROPOUTS as MLP_DROPOUTS
+from pynas.spaces.mlp import WIDTHS as MLP_WIDTHS
 from pynas.spaces.nb201 import EDGES as NB201_EDGES
 from pynas.spaces.nb201 import OPERATIONS as NB201_OPERATIONS
 from pynas.spaces.nb201 import NB201Space
@@ -156,9 +160,93 @@ class NB201Progression(Progression):
         return [[edge, len(self.edges) + operation] for edge, operation in enumerate(arch)]
 
 
+class MLPProgression(Progression):
+    """The mlp space layer by layer: level ``L`` chooses the properties and the inputs of
+    layer ``L - 1`` (layers are numbered from 0).
+
+    The layers past the level are absent and each reads the layer before it, so that a
+    level-``L`` network is the network of its first ``L`` layers (an absent last layer
+    reading its predecessor passes it to the head), a real, smaller network of the space,
+    as a b-block PNAS cell is a cell with fewer blocks. Absent layers that read nothing
+    would instead each pass the features to the head: a linear path from the input to
+    the output that the level's layers did not choose.
+
+    Children of a level-``L`` network: every distinct new layer (61 with the space's
+    options: the absent one and 5 widths x 4 activations x 3 dropouts) with every subset
+    of the ``L`` earlier layers as its inputs, ``61 * 2**L``: at most 488 per parent with
+    the default 4 layers. Past :attr:`max_children` (4096, from the 8th layer on) a parent
+    gets a fixed sample of that many, drawn from a :class:`random.Random` seeded with the
+    parent, so that a resumed search grows the same children.
+
+    Tokens: a row per layer up to the last one chosen (trailing absent layers that read
+    their predecessor are the same network without them, and are left out):
+    ``[layer, width, activation, dropout]``, the last two the ``absent`` token for an
+    absent layer; then a row ``[layer, reads, j, reads]`` per input ``j`` of that layer.
+    """
+
+    max_children = 4096
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.levels = space.layers
+        self.width = 4
+        self._options = space.layer_options()
+        self._width_token = space.layers
+        self._activation_token = self._width_token + len(MLP_WIDTHS)
+        self._dropout_token = self._activation_token + len(MLP_ACTIVATIONS)
+        self._absent = self._dropout_token + len(MLP_DROPOUTS)
+        self._reads = self._absent + 1
+        self.vocabulary_size = self._reads + 1
+
+    def _extend(self, kept: list[dict[str, Any]], seed: str) -> list[Arch]:
+        """Every network of ``kept`` layers, one new layer and absent layers after it
+        (a seeded sample of :attr:`max_children` when there are more)."""
+        layer = len(kept)
+        indices: Sequence[int] = range(len(self._options) << layer)  # option, then inputs
+        if len(indices) > self.max_children:
+            indices = sorted(random.Random(seed).sample(indices, self.max_children))
+        fill = [{"width": 0, "inputs": [k - 1]} for k in range(layer + 1, self.levels)]
+        return [
+            self.space.from_layer_specs(kept + [{
+                **self._options[index >> layer],
+                "inputs": [j for j in range(layer) if index >> j & 1],
+            }] + fill)
+            for index in indices
+        ]
+
+    def first_level(self) -> list[Arch]:
+        return self._extend([], "")
+
+    def children(self, arch: Arch, level: int) -> list[Arch]:
+        if level >= self.levels:
+            return []
+        return self._extend(self.space.layer_specs(arch)[:level], repr(self.key(arch)))
+
+    def tokens(self, arch: Arch) -> TokenRows:
+        specs = self.space.layer_specs(arch)
+        last = len(specs) - 1
+        while last > 0 and not specs[last]["width"] and specs[last]["inputs"] == [last - 1]:
+            last -= 1
+        specs = specs[:last + 1]
+        rows = []
+        for layer, spec in enumerate(specs):
+            width = self._width_token + MLP_WIDTHS.index(spec["width"])
+            if spec["width"]:
+                rows.append([layer, width,
+                             self._activation_token + MLP_ACTIVATIONS.index(spec["activation"]),
+                             self._dropout_token + MLP_DROPOUTS.index(spec["dropout"])])
+            else:
+                rows.append([layer, width, self._absent, self._absent])
+            rows += [[layer, self._reads, j, self._reads] for j in spec["inputs"]]
+        return rows
+
+    def key(self, arch: Arch) -> Arch:
+        return self.space.canonical(arch)
+
+
 def progression_for(space: SearchSpace) -> Progression:
     """The progression of ``space``; a :class:`UsageError` for a space without one."""
-    progressions = {"pnas": CellProgression, "nb201": NB201Progression}
+    progressions = {"pnas": CellProgression, "nb201": NB201Progression, "mlp": MLPProgression}
     if space.name not in progressions:
         raise UsageError(
             f"pnas searches the spaces {', '.join(progressions)}; {space.name!r} has no "
@@ -429,8 +517,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_BEAM}, or wider when the whole first level fits in "
                              "--budget: the rest split over the later levels)")
     parser.add_argument("--levels", type=int,
-                        help="levels to search, i.e. blocks per cell in the pnas space "
-                             "(default: every level of the space: 5 blocks, 3 nb201 nodes)")
+                        help="levels to search: blocks per cell in the pnas space, nodes in "
+                             "nb201, layers in mlp (default: every level of the space: 5 "
+                             "blocks, 3 nb201 nodes, 4 mlp layers)")
     parser.add_argument("--initial", type=int,
                         help="first-level cells to evaluate, a random sample (default: all, "
                              "or what --budget leaves after the later levels)")
@@ -470,18 +559,27 @@ def build(space: SearchSpace, args: argparse.Namespace) -> ProgressiveSearch:
                              initial=initial, surrogate=args.surrogate, rounds=args.rounds)
 
 
-def run(args: argparse.Namespace, run_dir: RunDirectory) -> int:
-    """Search through the shared loop, then write the per-level rank correlations."""
-    result = search(args, run_dir, progress=sys.stderr.isatty())
+def after_search(run_dir: RunDirectory) -> list[dict[str, Any]]:
+    """Write the per-level rank correlations of a finished search; returns them."""
     # the last checkpoint holds the strategy as the search left it
     records = load_checkpoint(run_dir.checkpoint_path)["strategy"]["records"]
     write_rank_correlation(run_dir.path, records)
+    return records
+
+
+def run(args: argparse.Namespace, run_dir: RunDirectory) -> int:
+    """Search through the shared loop, then write the per-level rank correlations."""
+    result = search(args, run_dir, progress=sys.stderr.isatty())
+    records = after_search(run_dir)
     print(summary_line(result, run_dir.path))
     for record in records:
         rho = "undefined" if record["spearman"] is None else f"{record['spearman']:.3f}"
         print(f"level {record['level']}: {record['evaluated']} cells evaluated, "
               f"Spearman(predicted, observed) {rho}")
-    return 0 if result["best"] is not None else 1
+    if result["best"] is None:
+        return 1
+    print(retrain_line(run_dir.path))
+    return 0
 
 
 # -- NAS-Bench-201 -----------------------------------------------------------------------

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     with run_dir.open_store() as store:
         attempts = store.attempts()
     title = f"{config.get('strategy', '?')} on {config.get('space', '?')}"
-    plot_search_curve(attempts, run_dir.curve_path, title=title)
+    score_name = _read_result(run_dir).get("score_name", "val_acc")
+    plot_search_curve(attempts, run_dir.curve_path, title=title, score_name=score_name)
 
     states = Counter(attempt.state for attempt in attempts)
     print(f"run          {run_dir.path}")
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print("best         none yet")
     else:
         print(f"best         {best.arch} (trial {best.trial})")
+        print(f"score        {score_name} {_format(best.metrics['score'])} (maximised)")
         print(
             "metrics      "
             + ", ".join(f"{name} {_format(value)}" for name, value in best.metrics.items())
@@ -60,10 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _show_one_shot(run_dir: RunDirectory) -> int:
     """Summary of a run without trials (DARTS) from its result.json; redraws the cells."""
-    try:
-        result = json.loads(run_dir.result_path.read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {run_dir.result_path}: {error}") from error
+    result = _read_result(run_dir)
     print(f"run          {run_dir.path}")
     print(f"search       {result.get('strategy', '?')} on {result.get('space', '?')}, "
           f"seed {result.get('seed', '?')}")
@@ -79,6 +78,16 @@ def _show_one_shot(run_dir: RunDirectory) -> int:
         for path in draw_genotype(genotype, run_dir.path):
             print(f"plot         {path}")
     return 0
+
+
+def _read_result(run_dir: RunDirectory) -> dict:
+    """The run's result.json; ``{}`` while a search has written none yet."""
+    if not run_dir.result_path.is_file():
+        return {}
+    try:
+        return json.loads(run_dir.result_path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read {run_dir.result_path}: {error}") from error
 
 
 def _format(value: object) -> str:

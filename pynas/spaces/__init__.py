@@ -7,6 +7,7 @@ from pynas.errors import UsageError
 from pynas.spaces.base import Arch, SearchSpace
 from pynas.spaces.darts import DartsSpace
 from pynas.spaces.macro import MacroSpace
+from pynas.spaces.mlp import MLPSpace
 from pynas.spaces.nb201 import NB201Space
 from pynas.spaces.pnas import PNASSpace
 
@@ -16,6 +17,7 @@ SPACES: dict[str, type[SearchSpace]] = {
     "pnas": PNASSpace,
     "macro": MacroSpace,
     "darts": DartsSpace,
+    "mlp": MLPSpace,
 }
 
 
@@ -32,5 +34,5 @@ def get_space(name: str, **kwargs: Any) -> SearchSpace:
     return SPACES[name](**kwargs)
 
 
-__all__ = ["SPACES", "Arch", "DartsSpace", "MacroSpace", "NB201Space", "PNASSpace", "SearchSpace",
-           "get_space"]
+__all__ = ["SPACES", "Arch", "DartsSpace", "MLPSpace", "MacroSpace", "NB201Space", "PNASSpace",
+           "SearchSpace", "get_space"]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor, nn
 
-from pynas.spaces.base import Arch, SearchSpace
+from pynas.spaces.base import IMAGE, Arch, SearchSpace
 
 #: the DARTS operations in the paper's order; ``none`` is the zero operation
 OPERATIONS = (
@@ -285,15 +285,21 @@ class Cell(nn.Module):
 class AuxiliaryHead(nn.Module):
     """The auxiliary classifier at two thirds of the depth (the paper's CIFAR head).
 
-    The paper pools an 8x8 map with a 5x5 window at stride 3 into 2x2; an adaptive pool to
-    2x2 does the same on 8x8 and also fits the smaller maps of small images.
+    On a 32x32 image the head reads an 8x8 map, which the paper pools with a 5x5 window
+    at stride 3 into 2x2; a map of any other size is pooled to 2x2 adaptively, so the
+    rest of the head (a 1x1 and a 2x2 convolution, a linear layer) is the paper's on
+    every image size.
     """
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_outputs: int, feature_size: tuple[int, int]) -> None:
         super().__init__()
+        if tuple(feature_size) == (8, 8):
+            pool: nn.Module = nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)
+        else:
+            pool = nn.AdaptiveAvgPool2d(2)
         self.features = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.AdaptiveAvgPool2d(2),
+            pool,
             nn.Conv2d(channels, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=False),
@@ -301,7 +307,7 @@ class AuxiliaryHead(nn.Module):
             nn.BatchNorm2d(768),
             nn.ReLU(inplace=False),
         )
-        self.classifier = nn.Linear(768, num_classes)
+        self.classifier = nn.Linear(768, num_outputs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x).flatten(1))
@@ -310,16 +316,17 @@ class AuxiliaryHead(nn.Module):
 class DartsNetwork(nn.Module):
     """The discrete DARTS network (the paper's NetworkCIFAR) for one genotype.
 
-    ``forward`` returns the logits (N, num_classes); :meth:`forward_with_auxiliary` also
-    returns the auxiliary head's logits while training with the head. Set
-    ``drop_path_probability`` between epochs to schedule drop-path.
+    ``forward`` takes images (N, C, H, W) of ``input_shape`` (C, H, W) and returns the
+    outputs (N, num_outputs); :meth:`forward_with_auxiliary` also returns the auxiliary
+    head's outputs while training with the head. Set ``drop_path_probability`` between
+    epochs to schedule drop-path.
     """
 
     def __init__(
         self,
         genotype: Genotype,
-        num_classes: int,
-        in_channels: int,
+        input_shape: tuple[int, ...],
+        num_outputs: int,
         channels: int = 16,
         layers: int = 8,
         stem_multiplier: int = 3,
@@ -329,6 +336,7 @@ class DartsNetwork(nn.Module):
         super().__init__()
         self.drop_path_probability = drop_path_probability
         stem_channels = stem_multiplier * channels
+        in_channels, height, width = input_shape
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem_channels),
@@ -337,11 +345,13 @@ class DartsNetwork(nn.Module):
         previous_previous, previous, current = stem_channels, stem_channels, channels
         reduction_previous = False
         self.cells = nn.ModuleList()
-        auxiliary_channels = previous
+        auxiliary_channels, auxiliary_size = previous, (height, width)
         for layer in range(layers):
             reduction = layer in reduction_layers(layers)
             if reduction:
                 current *= 2
+                # every stride-2 operation maps a side n to ceil(n / 2)
+                height, width = -(-height // 2), -(-width // 2)
             kind = "reduce" if reduction else "normal"
             cell = Cell(
                 [tuple(pair) for pair in genotype[kind]],
@@ -356,13 +366,15 @@ class DartsNetwork(nn.Module):
             reduction_previous = reduction
             previous_previous, previous = previous, cell.multiplier * current
             if layer == self.auxiliary_layer:
-                auxiliary_channels = previous
-        self.auxiliary_head = AuxiliaryHead(auxiliary_channels, num_classes) if auxiliary else None
+                auxiliary_channels, auxiliary_size = previous, (height, width)
+        self.auxiliary_head = (
+            AuxiliaryHead(auxiliary_channels, num_outputs, auxiliary_size) if auxiliary else None
+        )
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(previous, num_classes)
+        self.classifier = nn.Linear(previous, num_outputs)
 
     def forward_with_auxiliary(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Logits (N, num_classes) and the auxiliary logits (N, num_classes), the latter
+        """Outputs (N, num_outputs) and the auxiliary head's (N, num_outputs), the latter
         only while training a network built with the auxiliary head (else ``None``)."""
         auxiliary_logits = None
         s0 = s1 = self.stem(x)
@@ -391,6 +403,7 @@ class DartsSpace(SearchSpace):
     """
 
     name = "darts"
+    input_kind = IMAGE
 
     def __init__(
         self,
@@ -519,18 +532,19 @@ class DartsSpace(SearchSpace):
             raise ValueError(f"darts: {text!r} must have exactly a normal and a reduce cell")
         return self.from_genotype(genotype)
 
-    def build(self, arch: Arch, num_classes: int, in_channels: int) -> DartsNetwork:
-        return self.build_genotype(self.to_genotype(arch), num_classes, in_channels)
+    def build(self, arch: Arch, input_shape: tuple[int, ...], num_outputs: int) -> DartsNetwork:
+        return self.build_genotype(self.to_genotype(arch), input_shape, num_outputs)
 
     def build_genotype(
-        self, genotype: Genotype, num_classes: int, in_channels: int
+        self, genotype: Genotype, input_shape: tuple[int, ...], num_outputs: int
     ) -> DartsNetwork:
-        """The network of a genotype (checked against this space first)."""
+        """The network of a genotype (checked against this space, and the input, first)."""
+        self.check_input(input_shape)
         self.from_genotype(genotype)
         return DartsNetwork(
             genotype,
-            num_classes,
-            in_channels,
+            input_shape,
+            num_outputs,
             channels=self.channels,
             layers=self.layers,
             stem_multiplier=self.stem_multiplier,

@@ -1,7 +1,7 @@
 """Count the multiply-adds of a network, for any search space.
 
 Only convolutions and linear layers are counted: they hold nearly all the arithmetic
-of a CNN, and this is the convention of most NAS papers. Batch norm, activations,
+of a CNN or an MLP, and this is the convention of most NAS papers. Batch norm, activations,
 pooling and additions are left out, so the count is a lower bound on the FLOPs that
 a profiler would report.
 """
@@ -43,7 +43,8 @@ def count_multiply_adds(model: nn.Module, input_shape: Sequence[int]) -> int:
     model : nn.Module
         Any network; it is left in the training mode it had.
     input_shape : sequence of int
-        The shape of one example without the batch dimension, e.g. ``(3, 32, 32)``.
+        The shape of one example without the batch dimension, e.g. ``(3, 32, 32)`` for
+        an image or ``(F,)`` for a feature vector.
 
     Returns
     -------

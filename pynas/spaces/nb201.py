@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from pynas.errors import UsageError
-from pynas.spaces.base import Arch, SearchSpace
+from pynas.spaces.base import IMAGE, Arch, SearchSpace
 
 #: the candidate operations of every edge, in the order of the official benchmark
 OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -130,8 +130,8 @@ class NB201Network(nn.Module):
         operations: Sequence[str],
         channels: int,
         cells_per_stage: int,
-        num_classes: int,
         in_channels: int,
+        num_outputs: int,
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -152,10 +152,10 @@ class NB201Network(nn.Module):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.classifier = nn.Linear(stage_channels, num_classes)
+        self.classifier = nn.Linear(stage_channels, num_outputs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images``: (batch, in_channels, H, W) -> logits (batch, num_classes)."""
+        """``images``: (batch, in_channels, H, W) -> outputs (batch, num_outputs)."""
         return self.classifier(self.head(self.cells(self.stem(images))))
 
 
@@ -177,6 +177,7 @@ class NB201Space(SearchSpace):
     """
 
     name = "nb201"
+    input_kind = IMAGE
 
     def __init__(self, channels: int = 16, cells_per_stage: int = 5) -> None:
         self.channels = _positive_int("channels", channels)
@@ -249,11 +250,12 @@ class NB201Space(SearchSpace):
             raise ValueError(f"nb201: genotype {genotype!r} has no 'arch' string")
         return self.from_string(genotype["arch"])
 
-    def build(self, arch: Arch, num_classes: int, in_channels: int) -> nn.Module:
+    def build(self, arch: Arch, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+        self.check_input(input_shape)
         return NB201Network(
             self.operations(arch),
             self.channels,
             self.cells_per_stage,
-            num_classes,
-            in_channels,
+            input_shape[0],
+            num_outputs,
         )

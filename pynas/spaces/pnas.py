@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from pynas.errors import UsageError
-from pynas.spaces.base import Arch, SearchSpace
+from pynas.spaces.base import IMAGE, Arch, SearchSpace
 from pynas.spaces.darts import OPERATION_FACTORIES as DARTS_OPERATION_FACTORIES
 from pynas.spaces.darts import SepConv, cell_preprocessing
 
@@ -152,11 +152,11 @@ class PNASNetwork(nn.Module):
     """Stem, then ``N`` cells, a stride-2 cell, ``N`` cells, a stride-2 cell, ``N`` cells,
     then global pooling and a linear classifier.
 
-    ``forward``: images (batch, in_channels, H, W) -> logits (batch, num_classes).
+    ``forward``: images (batch, in_channels, H, W) -> outputs (batch, num_outputs).
     """
 
     def __init__(self, blocks: Sequence[Block], channels: int, cells_per_stage: int,
-                 stem_multiplier: int, num_classes: int, in_channels: int) -> None:
+                 stem_multiplier: int, in_channels: int, num_outputs: int) -> None:
         super().__init__()
         stem_channels = stem_multiplier * channels
         self.stem = nn.Sequential(
@@ -179,7 +179,7 @@ class PNASNetwork(nn.Module):
                 reduction_previous = reduction
                 previous_previous, previous = previous, cell.multiplier * current
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(previous, num_classes)
+        self.classifier = nn.Linear(previous, num_outputs)
 
     def forward(self, images: Tensor) -> Tensor:
         s0 = s1 = self.stem(images)
@@ -234,6 +234,7 @@ class PNASSpace(SearchSpace):
     """
 
     name = "pnas"
+    input_kind = IMAGE
 
     def __init__(self, blocks: int = 5, channels: int = 8, cells_per_stage: int = 1,
                  stem_multiplier: int = 2) -> None:
@@ -342,9 +343,10 @@ class PNASSpace(SearchSpace):
             raise ValueError(f"pnas: genotype {genotype!r} has no 'arch' string")
         return self.from_string(genotype["arch"])
 
-    def build(self, arch: Arch, num_classes: int, in_channels: int) -> nn.Module:
+    def build(self, arch: Arch, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+        self.check_input(input_shape)
         return PNASNetwork(self.cell_blocks(arch), self.channels, self.cells_per_stage,
-                           self.stem_multiplier, num_classes, in_channels)
+                           self.stem_multiplier, input_shape[0], num_outputs)
 
     # -- progressive search -----------------------------------------------------------
 

@@ -7,9 +7,7 @@ forcing); the kernel's log-probabilities equal the re-scored ones to float32 rou
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,67 +19,7 @@ from pynas.ops.sampling import (
     philox_uniform_reference,
     seed_and_offset,
 )
-
-if TYPE_CHECKING:  # pynas.spaces imports this module (the macro space's program)
-    from pynas.spaces.base import SearchSpace
-
-
-class StepKind(IntEnum):
-    """What a controller step decides (the numbers are ``pynas::StepKind``)."""
-
-    CHOICE = 0   # one of `options` values, from the step's own softmax head
-    POINTER = 1  # one of `options` anchors (earlier nodes), by attention
-    SKIPS = 2    # for each of `options` anchors (earlier layers), whether it feeds this one
-
-
-@dataclass(frozen=True)
-class Step:
-    """One LSTM step of a decision program.
-
-    A choice or pointer step makes one decision; a skips step makes ``options`` binary
-    decisions (possibly none). Pointer and skips steps attend to the anchors
-    ``first_anchor, ..., first_anchor + options - 1`` (a cell's own nodes).
-    ``records_anchor`` appends this step's hidden state to the anchors.
-    """
-
-    kind: StepKind
-    options: int
-    records_anchor: bool = False
-    first_anchor: int = 0
-
-    @property
-    def num_decisions(self) -> int:
-        return self.options if self.kind == StepKind.SKIPS else 1
-
-
-def decision_program(space: SearchSpace) -> list[Step]:
-    """The space's program (its ``decision_program()`` when it has one), else one choice
-    step per decision; the program's decisions are the space's, in order."""
-    if hasattr(space, "decision_program"):
-        program = list(space.decision_program())
-    else:
-        program = [Step(StepKind.CHOICE, count) for count in space.num_choices]
-    sizes = [option for step in program for option in
-             ([2] * step.options if step.kind == StepKind.SKIPS else [step.options])]
-    if tuple(sizes) != tuple(space.num_choices):
-        raise ValueError(f"{space.name}: decision program gives choices {sizes}, the space "
-                         f"has {list(space.num_choices)}")
-    return program
-
-
-def cell_program(blocks: int = 5, cells: int = 2, operations: int = 8) -> list[Step]:
-    """The ENAS/NASNet cell program: per cell, two anchors for the cell inputs, then per
-    block two pointers over the cell's nodes so far (its inputs and earlier blocks) and two
-    operation choices; each block records an anchor. ``4 * blocks * cells`` decisions."""
-    program: list[Step] = []
-    for cell in range(cells):
-        first = cell * (2 + blocks)
-        program += [Step(StepKind.SKIPS, 0, records_anchor=True)] * 2
-        for block in range(blocks):
-            program += [Step(StepKind.POINTER, 2 + block, first_anchor=first)] * 2
-            program += [Step(StepKind.CHOICE, operations),
-                        Step(StepKind.CHOICE, operations, records_anchor=True)]
-    return program
+from pynas.spaces.program import Step, StepKind
 
 
 class RolloutSample(NamedTuple):
@@ -100,7 +38,7 @@ class Controller(nn.Module):
 
     Parameters
     ----------
-    program : the steps (see :func:`decision_program`).
+    program : the steps (see :func:`pynas.spaces.program.decision_program`).
     hidden : LSTM hidden size H (default 64).
     tanh_constant : logits become ``c * tanh(logits)`` (ENAS); 0 leaves them as they are.
     """

@@ -20,8 +20,9 @@ import torch
 
 from pynas.errors import UsageError
 from pynas.search.base import Strategy
-from pynas.search.rl.controller import Controller, decision_program
+from pynas.search.rl.controller import Controller
 from pynas.spaces.base import Arch, SearchSpace
+from pynas.spaces.program import decision_program
 
 
 class Reinforce(Strategy):

@@ -1,4 +1,4 @@
-"""Datasets as in-memory tensors with fixed train / validation / test splits.
+"""The built-in datasets, with fixed train / validation / test splits.
 
 ``digits`` (the 8x8 handwritten digits that ship with scikit-learn) needs no file and
 no network, so every command works out of the box. ``mnist`` and ``fashion-mnist`` are
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
+from pynas.data.core import CLASSIFICATION, DatasetSplits, from_arrays
 from pynas.errors import UsageError
 
 #: the names :func:`load_dataset` knows
@@ -41,34 +41,8 @@ _DOWNLOAD_TIMEOUT_SECONDS = 30
 _SUBSAMPLE_SEED = 0
 
 
-class Split(NamedTuple):
-    """One split: ``images`` (N, C, H, W) float32 normalised, ``labels`` (N,) int64."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-
-@dataclass(frozen=True)
-class DatasetSplits:
-    """A dataset split three ways, with what a network needs to know about it."""
-
-    name: str
-    train: Split
-    valid: Split
-    test: Split
-    num_classes: int
-    in_channels: int
-    #: side of the square images, in pixels
-    image_size: int
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """``(channels, height, width)`` of one image."""
-        return (self.in_channels, self.image_size, self.image_size)
-
-
 class _Arrays(NamedTuple):
-    """Images (N, C, H, W) float32 in [0, 1] and labels (N,) int64 of three splits."""
+    """Images (N, C, H, W) and labels (N,) of three splits."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -377,24 +351,22 @@ _FILE_FORMATS = {
     "cifar10": _FileFormat(_locate_cifar, _read_cifar_dataset),
     "cifar100": _FileFormat(_locate_cifar, _read_cifar_dataset),
 }
-_NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
 def _hold_out_last(official: _OfficialSplit) -> _Arrays:
-    """Scale to [0, 1] and split off the last ``VALIDATION_FRACTION`` of the training set."""
+    """Split off the last ``VALIDATION_FRACTION`` of the training set; images stay uint8."""
     cut = len(official.train_labels) - int(round(VALIDATION_FRACTION * len(official.train_labels)))
-    train_images = official.train_images.astype(np.float32) / 255.0
-    train_labels = official.train_labels.astype(np.int64)
-    # The validation split is copied so that it does not keep the whole training array
-    # alive once ``limit_train`` has replaced it by a subset.
     return _Arrays(
-        train_images[:cut],
-        train_labels[:cut],
-        train_images[cut:].copy(),
-        train_labels[cut:].copy(),
-        official.test_images.astype(np.float32) / 255.0,
-        official.test_labels.astype(np.int64),
+        official.train_images[:cut],
+        official.train_labels[:cut],
+        official.train_images[cut:],
+        official.train_labels[cut:],
+        official.test_images,
+        official.test_labels,
     )
+
+
+_NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
 def _check_name(name: str) -> None:
@@ -415,24 +387,13 @@ def ensure_files(
         _FILE_FORMATS[name].locate(name, None if data_dir is None else Path(data_dir), download)
 
 
-def _normalise(arrays: _Arrays) -> None:
-    """Shift and scale the images of every split, in place, by the training statistics."""
-    mean = arrays.train_images.mean(axis=(0, 2, 3), keepdims=True)
-    std = arrays.train_images.std(axis=(0, 2, 3), keepdims=True)
-    std = np.where(std > 0, std, 1.0).astype(np.float32)  # a constant channel stays finite
-    # In place: CIFAR's training images alone take 600 MB as float32.
-    for images in (arrays.train_images, arrays.valid_images, arrays.test_images):
-        images -= mean
-        images /= std
-
-
-def load_dataset(
+def load_builtin(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
     limit_train: int | None = None,
     download: bool = True,
 ) -> DatasetSplits:
-    """Load a dataset as normalised tensors with fixed train / validation / test splits.
+    """Load a built-in dataset with its fixed train / validation / test splits.
 
     Parameters
     ----------
@@ -452,11 +413,11 @@ def load_dataset(
     Returns
     -------
     DatasetSplits
-        ``train``, ``valid``, ``test`` splits of images (N, C, H, W) float32, normalised
-        per channel with the training split's mean and standard deviation, and labels
-        (N,) int64. ``digits`` is split 60/20/20 (stratified, fixed); the others hold
-        out the last 10% of their training set for validation and keep the official
-        test set.
+        A classification task. Images (N, C, H, W): uint8 for the datasets from files,
+        float32 in [0, 1] for ``digits``; ``prepare`` normalises them per channel with the
+        training split's statistics. ``digits`` is split 60/20/20 (stratified, fixed);
+        the others hold out the last 10% of their training set for validation and keep
+        the official test set.
 
     Raises
     ------
@@ -465,28 +426,19 @@ def load_dataset(
         not be downloaded) or unreadable.
     """
     _check_name(name)
-    if limit_train is not None and (
-        isinstance(limit_train, bool) or not isinstance(limit_train, int) or limit_train < 1
-    ):
-        raise UsageError(f"limit_train must be a positive integer, got {limit_train!r}")
     if name in _FILE_FORMATS:
         file_format = _FILE_FORMATS[name]
         paths = file_format.locate(name, None if data_dir is None else Path(data_dir), download)
         arrays = _hold_out_last(file_format.read(name, paths))
     else:
         arrays = _load_digits()
-    _normalise(arrays)
-    train_images, train_labels = arrays.train_images, arrays.train_labels
-    if limit_train is not None and limit_train < len(train_labels):
-        keep = np.random.default_rng(_SUBSAMPLE_SEED).permutation(len(train_labels))
-        keep = np.sort(keep[:limit_train])
-        train_images, train_labels = train_images[keep], train_labels[keep]
-    return DatasetSplits(
-        name=name,
-        train=Split(torch.from_numpy(train_images), torch.from_numpy(train_labels)),
-        valid=Split(torch.from_numpy(arrays.valid_images), torch.from_numpy(arrays.valid_labels)),
-        test=Split(torch.from_numpy(arrays.test_images), torch.from_numpy(arrays.test_labels)),
+    return from_arrays(
+        name,
+        train=(arrays.train_images, arrays.train_labels),
+        valid=(arrays.valid_images, arrays.valid_labels),
+        test=(arrays.test_images, arrays.test_labels),
+        task=CLASSIFICATION,
         num_classes=_NUM_CLASSES[name],
-        in_channels=train_images.shape[1],
-        image_size=train_images.shape[2],
+        split_seed=_SUBSAMPLE_SEED,
+        limit_train=limit_train,
     )
