@@ -16,7 +16,11 @@ Supernets:
   reference  ``DartsSupernet(mixed_op="reference")``: the pure-PyTorch combine;
   original   the original DARTS ``model_search.py`` form: one ``MixedOp`` per edge
              returning ``sum(w * op(x))``, the zero op computing ``x.mul(0.)``, nodes
-             summing their edges, softmax taken once per forward.
+             summing their edges, softmax taken once per forward;
+  partial    with ``--partial-channels K`` > 1 only: PC-DARTS, ``DartsSupernet(
+             mixed_op="fused", partial_channels=K, edge_normalization=True)``, one
+             ``pynas.ops.partial_channel_combine`` per node; its "speed-up vs original"
+             and "memory vs original" are PC-DARTS's gain over the full supernet.
 
 The same operation modules, optimiser and data serve all three. pynas's supernet (fused
 and reference) also applies each state's ReLU once for all the operations that start with
@@ -27,7 +31,7 @@ gains in all. The combine's share of the step time is estimated by timing the co
 forward-backward pass of the step (2 for first order, 5 for second order).
 
 Run as ``OMP_NUM_THREADS=1 python bench/darts_step.py [--config small paper]
-[--orders 1 2] [--repeats N] [--device cuda]``.
+[--orders 1 2] [--repeats N] [--device cuda] [--partial-channels 4]``.
 """
 
 from __future__ import annotations
@@ -43,13 +47,8 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor, nn
 
-from pynas.search.darts_bilevel import BilevelOptimizer
-from pynas.search.darts_supernet import (
-    ArchitectureMixin,
-    DartsSupernet,
-    node_edge_count,
-    resolve_mixed_op,
-)
+from pynas.search.darts.bilevel import BilevelOptimizer
+from pynas.search.darts.supernet import ArchitectureMixin, DartsSupernet, node_edge_count
 from pynas.spaces.darts import (
     OPERATIONS,
     cell_preprocessing,
@@ -61,7 +60,7 @@ CONFIGS = {  # name: (C, layers, batch, image side), 3 channels, 10 classes
     "small": (8, 5, 16, 16),
     "paper": (16, 8, 64, 32),
 }
-SUPERNETS = ("fused", "reference", "original")
+FULL_SUPERNETS = ("fused", "reference", "original")
 PASSES_PER_STEP = {1: 2, 2: 5}  # forward-backward passes of a first/second-order step
 
 
@@ -137,9 +136,19 @@ class OriginalSupernet(ArchitectureMixin, nn.Module):
         return self.classifier(self.global_pooling(s1).flatten(1))
 
 
+def partial_supernet(partial_channels: int) -> str:
+    """The name of the PC-DARTS supernet of K = ``partial_channels``."""
+    return f"partial-{partial_channels}"
+
+
 def build(supernet: str, channels: int, layers: int) -> nn.Module:
+    """One of the supernets named in the module docstring (``partial-K`` for PC-DARTS)."""
     if supernet == "original":
         return OriginalSupernet(10, 3, channels, layers)
+    if supernet.startswith("partial-"):
+        return DartsSupernet(10, 3, channels=channels, layers=layers, mixed_op="fused",
+                             partial_channels=int(supernet.split("-")[1]),
+                             edge_normalization=True)
     return DartsSupernet(10, 3, channels=channels, layers=layers, mixed_op=supernet)
 
 
@@ -199,15 +208,17 @@ def seconds_of(function, device: torch.device) -> float:
     return time.process_time() - start
 
 
-def step_seconds(config: str, order: int, device: torch.device, repeats: int) -> dict:
+def step_seconds(
+    config: str, order: int, device: torch.device, repeats: int, supernets: tuple[str, ...]
+) -> dict:
     """Median seconds of one search step of each supernet, measured side by side: the
     supernets take turns, in a rotating order, so that a busy machine slows all alike."""
-    setups = {supernet: StepSetup(config, supernet, order, device) for supernet in SUPERNETS}
-    times: dict[str, list[float]] = {supernet: [] for supernet in SUPERNETS}
+    setups = {supernet: StepSetup(config, supernet, order, device) for supernet in supernets}
+    times: dict[str, list[float]] = {supernet: [] for supernet in supernets}
     for setup in setups.values():
         setup.step()  # warm-up: allocator, momentum buffers, kernels
     for repeat in range(repeats):
-        turn = SUPERNETS[repeat % len(SUPERNETS) :] + SUPERNETS[: repeat % len(SUPERNETS)]
+        turn = supernets[repeat % len(supernets) :] + supernets[: repeat % len(supernets)]
         for supernet in turn:
             times[supernet].append(seconds_of(setups[supernet].step, device))
     return {supernet: statistics.median(values) for supernet, values in times.items()}
@@ -234,48 +245,49 @@ def peak_step_bytes(config: str, supernet: str, order: int, device: torch.device
 
 
 def combine_seconds(config: str, supernet: str, device: torch.device, repeats: int) -> float:
-    """Forward + backward time of every node combine of one supernet pass, timed alone."""
+    """Forward + backward time of every node combine of one supernet pass, timed alone on
+    fresh tensors of the shapes the supernet combines (the original's are the fused
+    supernet's)."""
     channels, layers, batch, side = CONFIGS[config]
-    recorded: list[tuple[list[list[bool]], tuple[int, ...]]] = []
-    combine = resolve_mixed_op("reference" if supernet == "original" else supernet)
-
-    def recording(outputs, alpha):
-        template = next(t for edge in outputs for t in edge if t is not None)
-        recorded.append(([[t is not None for t in edge] for edge in outputs], template.shape))
-        return combine(outputs, alpha)
-
-    model = DartsSupernet(10, 3, channels=channels, layers=layers).to(device)
+    model = build("fused" if supernet == "original" else supernet, channels, layers).to(device)
+    combine = model.cells[0].combine
+    recorded: list[tuple] = []
     for cell in model.cells:
-        cell.combine = recording
+        cell.combine = lambda *arguments: recorded.append(arguments) or combine(*arguments)
     with torch.no_grad():
         model(torch.randn(batch, 3, side, side, device=device))
-    nodes = []
-    for present, shape in recorded:
-        outputs = [
-            [torch.randn(shape, device=device, requires_grad=True) if p else None for p in edge]
-            for edge in present
-        ]
-        alpha = torch.randn(len(present), len(OPERATIONS), device=device, requires_grad=True)
-        nodes.append((outputs, alpha))
 
-    if supernet == "original":
+    def fresh(value):
+        """``value`` with each tensor (in nested lists) replaced by a new random leaf."""
+        if isinstance(value, Tensor):
+            return torch.randn(value.shape, device=device, requires_grad=True)
+        if isinstance(value, (list, tuple)):
+            return [fresh(entry) for entry in value]
+        return value
 
-        def node_combine(outputs, alpha):
-            # per edge sum(w * op(x)); the zero op multiplies a tensor of its output's
-            # shape by 0 (the edge input in the original code; another output here)
-            weights = functional.softmax(alpha, dim=-1)
-            return sum(
-                sum(w * (out if out is not None else edge[1].mul(0.0)) for w, out in zip(ws, edge))
-                for ws, edge in zip(weights, outputs)
-            )
-    else:
-        node_combine = combine
+    def leaves(value) -> list[Tensor]:
+        if isinstance(value, Tensor):
+            return [value]
+        if isinstance(value, list):
+            return [leaf for entry in value for leaf in leaves(entry)]
+        return []
+
+    def original_combine(outputs, alpha, bypass, edge_weights):
+        # per edge sum(w * op(x)); the zero op multiplies a tensor of its output's
+        # shape by 0 (the edge input in the original code; another output here)
+        weights = functional.softmax(alpha, dim=-1)
+        return sum(
+            sum(w * (out if out is not None else edge[1].mul(0.0)) for w, out in zip(ws, edge))
+            for ws, edge in zip(weights, outputs)
+        )
+
+    node_combine = original_combine if supernet == "original" else combine
+    nodes = [fresh(arguments) for arguments in recorded]
 
     def all_nodes() -> None:
-        for outputs, alpha in nodes:
-            result = node_combine(outputs, alpha)
-            inputs = [t for edge in outputs for t in edge if t is not None] + [alpha]
-            torch.autograd.grad(result, inputs, torch.ones_like(result))
+        for arguments in nodes:
+            result = node_combine(*arguments)
+            torch.autograd.grad(result, leaves(arguments), torch.ones_like(result))
 
     all_nodes()  # warm-up
     return statistics.median(seconds_of(all_nodes, device) for _ in range(repeats))
@@ -300,12 +312,23 @@ def main(argv: list[str] | None = None) -> int:
         default=[1, 2],
         help="which search steps to time (the paper config is slow on a CPU)",
     )
+    parser.add_argument(
+        "--partial-channels",
+        type=int,
+        metavar="K",
+        default=1,
+        help="also time PC-DARTS's supernet with 1/K of the channels operated on, and edge "
+        "normalization (default: 1, not timed)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.child:
         child(arguments)
         return 0
     device = torch.device(arguments.device)
+    supernets = FULL_SUPERNETS
+    if arguments.partial_channels > 1:
+        supernets += (partial_supernet(arguments.partial_channels),)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}")
     print(
         "| config (C, layers, batch, side) | order | supernet | step (ms) | peak memory (MiB) "
@@ -313,11 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---" * 8 + "|")
     for config in arguments.config:
-        combine = {s: combine_seconds(config, s, device, arguments.repeats) for s in SUPERNETS}
+        combine = {s: combine_seconds(config, s, device, arguments.repeats) for s in supernets}
         for order in arguments.orders:
-            seconds = step_seconds(config, order, device, arguments.repeats)
-            memory = {s: peak_memory(arguments, config, s, order) for s in SUPERNETS}
-            for supernet in SUPERNETS:
+            seconds = step_seconds(config, order, device, arguments.repeats, supernets)
+            memory = {s: peak_memory(arguments, config, s, order) for s in supernets}
+            for supernet in supernets:
                 share = PASSES_PER_STEP[order] * combine[supernet] / seconds[supernet]
                 cells = [
                     f"{config} {CONFIGS[config]}",

@@ -8,11 +8,15 @@ no subprocess), each in a throwaway run directory. Prints a markdown table of th
 optimum of the table and the NAS-Bench-201 paper's CIFAR-10 figures (Dong & Yang, ICLR
 2020, Table 5). Run as ``pynas bench nb201`` or ``python bench/nb201.py``.
 
-DARTS is not a table search: its row trains the nb201 supernet (``pynas search darts
---space nb201``, first order, the defaults) on ``--darts-dataset`` (CIFAR-10 needs a
-download; the default is the embedded digits) for ``--darts-seeds`` seeds and looks the
-discretized cell up in the table. The paper's figure for DARTS comes from a CIFAR-10
-search, where DARTS collapses to a cell of skip connections.
+DARTS is not a table search: ``--strategies darts`` trains the nb201 supernet (``pynas
+search darts --space nb201``, first order, the defaults otherwise) for each variant of
+``--darts-variants`` (:data:`DARTS_VARIANTS`: plain DARTS and each cure for its collapse)
+on ``--darts-dataset`` (CIFAR-10 needs a download; the default is the embedded digits),
+``--darts-epochs`` epochs, ``--darts-seeds`` seeds, and looks each discretized cell up in
+the table. Its own table has one row per variant: the test accuracies of the cells found,
+how many seeds collapsed (:func:`collapsed`) and the seconds per search. The papers'
+figures come from their own CIFAR-10 searches (DARTS's from the NAS-Bench-201 paper, where
+it collapses to the cell of skip connections).
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pynas.errors import UsageError
 from pynas.evaluate import read_table
@@ -47,8 +53,32 @@ ROWS = [
     ("REINFORCE", "rl", ["--space", "nb201"], "93.85 ± 0.37"),
     ("PNAS (MLP ensemble, 4 refits per level)", "pnas",
      ["--space", "nb201", "--surrogate", "mlp", "--rounds", "4"], "-"),
-    ("DARTS, first order (supernet trained on {dataset})", "darts", [], "54.30 ± 0.00"),
 ]
+
+
+def warmup_epochs(epochs: int) -> int:
+    """PC-DARTS's warm-up, 15 of its 50 epochs, as a share of ``epochs``."""
+    return 3 * epochs // 10
+
+
+#: name -> (description, the DartsConfig settings of a search of ``epochs`` epochs, the
+#: CIFAR-10 test accuracy its paper reports on NAS-Bench-201)
+DARTS_VARIANTS: dict[str, tuple[str, Callable[[int], dict[str, Any]], str]] = {
+    "darts": ("DARTS, first order", lambda epochs: {}, "54.30 ± 0.00"),
+    "darts-pc": ("PC-DARTS: K=4, edge normalization, weights alone for 3/10 of the epochs",
+                 lambda epochs: {"partial_channels": 4, "edge_normalization": True,
+                                 "warmup_epochs": warmup_epochs(epochs)}, "-"),
+    "darts-beta": ("beta-DARTS: beta-decay, weight 0 to 50 (the paper's NAS-Bench-201 ramp)",
+                   lambda epochs: {"beta_decay": 50.0}, "94.36 ± 0.00"),
+    "darts-minus": ("DARTS-: auxiliary skip decaying from 1 to 0",
+                    lambda epochs: {"aux_skip": True}, "93.80 ± 0.40"),
+    "darts-dirichlet": ("DrNAS: Dirichlet-sampled operation weights",
+                        lambda epochs: {"dirichlet": True}, "94.36 ± 0.00"),
+    "darts-warmup": ("weights alone for 3/10 of the epochs",
+                     lambda epochs: {"warmup_epochs": warmup_epochs(epochs)}, "-"),
+}
+#: nb201 operations without parameters, which a collapsed cell is made of
+PARAMETER_FREE = ("skip_connect", "none")
 
 
 def run_strategy(strategy: str, options: list[str], table: Path, seeds: int, budget: int,
@@ -68,18 +98,50 @@ def run_strategy(strategy: str, options: list[str], table: Path, seeds: int, bud
     return found
 
 
-def run_darts(table: Path, dataset: str, seeds: int, work_dir: Path) -> list[dict[str, float]]:
-    """The table's metrics of the cell each seed's DARTS search on nb201 found."""
+def collapsed(arch: str) -> bool:
+    """Whether an nb201 cell collapsed: half or more of its 6 edges are ``skip_connect`` or
+    ``none`` (the all-skip cell among them)."""
+    operations = [edge.split("~")[0] for edge in arch.strip("|").replace("|+|", "|").split("|")]
+    return 2 * sum(operation in PARAMETER_FREE for operation in operations) >= len(operations)
+
+
+def run_darts(variant: str, table: Path, dataset: str, seeds: int, epochs: int,
+              work_dir: Path) -> list[dict[str, Any]]:
+    """Per seed of the DARTS ``variant`` on nb201: the table's metrics of the cell found,
+    with its ``arch`` and the search's ``seconds``."""
     from pynas.search.darts import DartsConfig
-    from pynas.search.darts import search as darts_search
+    from pynas.search.darts.search import search as darts_search
 
     rows = read_table(table)
+    settings = DARTS_VARIANTS[variant][1](epochs)
     found = []
     for seed in range(seeds):
-        run_dir = RunDirectory.prepare(work_dir / f"darts-{seed}", durable=False)
-        result = darts_search(DartsConfig(space="nb201", dataset=dataset, seed=seed), run_dir)
-        found.append(rows.row(result["arch"]))
+        run_dir = RunDirectory.prepare(work_dir / f"{variant}-{seed}", durable=False)
+        config = DartsConfig(space="nb201", dataset=dataset, seed=seed, epochs=epochs,
+                             **settings)
+        result = darts_search(config, run_dir)
+        found.append({**rows.row(result["arch"]), "arch": result["arch"],
+                      "seconds": result["seconds"]})
     return found
+
+
+def print_darts_table(args: argparse.Namespace, work_dir: Path) -> None:
+    """One row per DARTS variant (see the module docstring)."""
+    print(f"\nDARTS on the nb201 supernet trained on {args.darts_dataset}, {args.darts_epochs} "
+          f"epochs, {args.darts_seeds} seeds; test accuracy (%) of the cell found, mean ± std "
+          "over seeds\n")
+    print("| variant | " + " | ".join(TEST_COLUMNS.values())
+          + " | collapsed seeds | s per search | paper, CIFAR-10 test |")
+    print("|---" * (len(TEST_COLUMNS) + 4) + "|")
+    for variant in args.darts_variants:
+        description, _, paper = DARTS_VARIANTS[variant]
+        found = run_darts(variant, args.table, args.darts_dataset, args.darts_seeds,
+                          args.darts_epochs, work_dir)
+        cells = [mean_std([metrics[name] for metrics in found]) for name in TEST_COLUMNS]
+        cells.append(f"{sum(collapsed(metrics['arch']) for metrics in found)}/{len(found)}")
+        cells.append(f"{statistics.mean(metrics['seconds'] for metrics in found):.0f}")
+        print(f"| `{variant}`: {description} | " + " | ".join(cells) + f" | {paper} |",
+              flush=True)
 
 
 def mean_std(values: list[float]) -> str:
@@ -96,17 +158,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20, help="runs per strategy (default 20)")
     parser.add_argument("--budget", type=int, default=100,
                         help="evaluations per run (default 100)")
-    parser.add_argument("--strategies", nargs="+", choices=[row[1] for row in ROWS],
-                        default=[row[1] for row in ROWS],
+    strategies = [row[1] for row in ROWS] + ["darts"]
+    parser.add_argument("--strategies", nargs="+", choices=strategies, default=strategies,
                         help="the rows to run (default: all)")
+    parser.add_argument("--darts-variants", nargs="+", choices=DARTS_VARIANTS,
+                        default=list(DARTS_VARIANTS),
+                        help="the DARTS rows (default: all): "
+                        + "; ".join(f"{name}: {row[0]}" for name, row in DARTS_VARIANTS.items()))
     parser.add_argument("--darts-seeds", type=int, default=5,
-                        help="DARTS searches (each trains a supernet; default 5)")
+                        help="DARTS searches per variant (each trains a supernet; default 5)")
+    parser.add_argument("--darts-epochs", type=int, default=10,
+                        help="epochs of each DARTS search (default 10)")
     parser.add_argument("--darts-dataset", default="digits",
                         help="the dataset DARTS trains its supernet on (default digits)")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.darts_seeds < 0:
-        raise UsageError(f"--seeds must be at least 1 and --darts-seeds at least 0, got "
-                         f"{args.seeds} and {args.darts_seeds}")
+    if args.seeds < 1 or args.darts_seeds < 0 or args.darts_epochs < 1:
+        raise UsageError(f"--seeds and --darts-epochs must be at least 1 and --darts-seeds at "
+                         f"least 0, got {args.seeds}, {args.darts_epochs} and {args.darts_seeds}")
     if not args.table.is_file():
         raise UsageError(f"no NAS-Bench-201 table at {args.table}; pass --table PATH")
     columns = read_table(args.table).columns
@@ -121,13 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pynas-bench-nb201-") as work_dir:
         for title, strategy, options, paper in ROWS:
-            title = title.format(dataset=args.darts_dataset)
-            if strategy not in args.strategies or (strategy == "darts" and not args.darts_seeds):
+            if strategy not in args.strategies:
                 continue
-            if strategy == "darts":
-                found = run_darts(args.table, args.darts_dataset, args.darts_seeds,
-                                  Path(work_dir))
-            elif strategy in search_cli.STRATEGIES:
+            if strategy in search_cli.STRATEGIES:
                 found = run_strategy(strategy, options, args.table, args.seeds, args.budget,
                                      Path(work_dir))
             else:
@@ -135,10 +199,12 @@ def main(argv: list[str] | None = None) -> int:
             cells = ([mean_std([metrics[name] for metrics in found]) for name in TEST_COLUMNS]
                      if found else
                      [f"(no `{strategy}` strategy yet)"] + [""] * (len(TEST_COLUMNS) - 1))
-            print(f"| {title} | " + " | ".join(cells) + f" | {paper} |")
-    optimum = [f"{read_table(args.table).values[:, columns.index(name)].max():.2f}"
-               for name in TEST_COLUMNS]
-    print("| optimum of the table | " + " | ".join(optimum) + " | 94.37 |")
+            print(f"| {title} | " + " | ".join(cells) + f" | {paper} |", flush=True)
+        optimum = [f"{read_table(args.table).values[:, columns.index(name)].max():.2f}"
+                   for name in TEST_COLUMNS]
+        print("| optimum of the table | " + " | ".join(optimum) + " | 94.37 |")
+        if "darts" in args.strategies and args.darts_seeds:
+            print_darts_table(args, Path(work_dir))
     print(f"\n{time.perf_counter() - started:.1f} s in all")
     return 0
 

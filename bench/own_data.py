@@ -64,7 +64,7 @@ def run_images(work: Path, per_class_train: int, per_class_test: int) -> dict:
     return row("images", f"Fashion-MNIST PNGs ({10 * per_class_train} train)", run, seconds)
 
 
-def run_table(work: Path) -> dict:
+def run_table(work: Path, split_seed: int) -> dict:
     from sklearn.datasets import load_diabetes
 
     diabetes = load_diabetes()
@@ -72,16 +72,19 @@ def run_table(work: Path) -> dict:
     columns = [*diabetes.feature_names, "target"]
     values = np.column_stack([diabetes.data, diabetes.target])
     np.savetxt(path, values, delimiter=",", header=",".join(columns), comments="", fmt="%.8g")
-    run = work / "diabetes-search"
+    run = work / f"diabetes-search-{split_seed}"
+    # the default split seed is 0: it is given only to measure other splits
+    split = [] if split_seed == 0 else ["--split-seed", str(split_seed)]
     seconds = pynas("search", "rl", "--dataset", str(path), "--target", "target", "--budget",
-                    "20", "--out", str(run), "--overwrite")
+                    "20", *split, "--out", str(run), "--overwrite")
     pynas("train", str(run))
-    result = row("table", "diabetes.csv (442 rows, 10 features)", run, seconds)
-    result["ridge test R²"] = ridge_on_the_same_split(path)
+    result = row("table", f"diabetes.csv (442 rows, 10 features), split seed {split_seed}",
+                 run, seconds)
+    result["ridge test R²"] = ridge_on_the_same_split(path, split_seed)
     return result
 
 
-def ridge_on_the_same_split(path: Path) -> float:
+def ridge_on_the_same_split(path: Path, split_seed: int) -> float:
     """Ridge regression on pynas's own split of ``path``: fitted on the training split,
     its alpha chosen on the validation split, scored on the test split."""
     from sklearn.linear_model import Ridge
@@ -89,7 +92,7 @@ def ridge_on_the_same_split(path: Path) -> float:
 
     from pynas.data import load_dataset
 
-    data = load_dataset(str(path), target=("target",))
+    data = load_dataset(str(path), target=("target",), split_seed=split_seed)
     features = {part: getattr(data, part).inputs.numpy() for part in ("train", "valid", "test")}
     targets = {part: getattr(data, part).targets.numpy()[:, 0] for part in features}
     mean, std = features["train"].mean(axis=0), features["train"].std(axis=0)
@@ -122,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("images", "table"))
     parser.add_argument("--per-class-train", type=int, default=600)
     parser.add_argument("--per-class-test", type=int, default=200)
+    parser.add_argument("--split-seeds", default="0",
+                        help="split seeds of the table, comma-separated (default: 0)")
     args = parser.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     if args.only in (None, "table"):
-        rows.append(run_table(args.work_dir))
+        for split_seed in (int(seed) for seed in args.split_seeds.split(",")):
+            rows.append(run_table(args.work_dir, split_seed))
     if args.only in (None, "images"):
         if not FASHION_MNIST.is_dir():
             print(f"{FASHION_MNIST} is absent: apt-get install dataset-fashion-mnist",

@@ -10,6 +10,7 @@
 
 #include "host_pool.h"
 #include "mixed_op.h"
+#include "partial_channel.h"
 #include "rollout.h"
 #include "sampling.h"
 
@@ -144,15 +145,62 @@ void require_cuda() {
   if (!kWithCuda) throw std::runtime_error("pynas was built without CUDA kernels");
 }
 
-// The sampling and rollout kernels keep their own CUDA message (csrc/cuda/sampling.cu).
-void check_sampling(pynas::Status status, const char* what, bool cuda) {
+// Kernels that keep their own CUDA message: the sampling and rollout kernels
+// (csrc/cuda/sampling.cu) and the partial-channel combine (csrc/cuda/partial_channel.cu).
+// PYNAS_CUDA_MESSAGE(function) names the function that returns it (null without CUDA).
 #ifdef PYNAS_WITH_CUDA
-  if (cuda && status == pynas::Status::kCudaError)
-    throw std::runtime_error(std::string(what) + ": CUDA error: " +
-                             pynas::sampling_last_cuda_error());
+#define PYNAS_CUDA_MESSAGE(function) (&pynas::function)
+#else
+#define PYNAS_CUDA_MESSAGE(function) nullptr
 #endif
+
+void check_with_message(pynas::Status status, const char* what, bool cuda,
+                        const char* (*cuda_message)()) {
+  if (cuda && cuda_message != nullptr && status == pynas::Status::kCudaError)
+    throw std::runtime_error(std::string(what) + ": CUDA error: " + cuda_message());
   check(status, what, false);
 }
+
+void check_sampling(pynas::Status status, const char* what, bool cuda) {
+  check_with_message(status, what, cuda, PYNAS_CUDA_MESSAGE(sampling_last_cuda_error));
+}
+
+// A partial-channel call as the Python layer describes it: pointers as ints, host lists.
+struct PartialChannelCall {
+  std::vector<const void*> outputs;
+  std::vector<int64_t> slots;
+  std::vector<const void*> bypass;
+  pynas::PartialChannelArgs args;
+
+  PartialChannelCall(int dtype, const std::vector<uintptr_t>& output_addresses,
+                     std::vector<int64_t> output_slots,
+                     const std::vector<uintptr_t>& bypass_addresses,
+                     int64_t bypass_batch_stride, uintptr_t alpha, uintptr_t edge_weights,
+                     int64_t num_edges, int64_t num_ops, int64_t batch,
+                     int64_t channels_per_group, int64_t groups, int64_t spatial)
+      : outputs(as_pointers<const void*>(output_addresses)),
+        slots(std::move(output_slots)),
+        bypass(as_pointers<const void*>(bypass_addresses)) {
+    if (outputs.size() != slots.size())
+      throw py::value_error("partial_channel_combine: outputs and slots differ in length");
+    if (groups > 1 && static_cast<int64_t>(bypass.size()) != num_edges)
+      throw py::value_error("partial_channel_combine: bypass must hold one address per edge");
+    args = {outputs.data(),
+            slots.data(),
+            static_cast<int64_t>(outputs.size()),
+            bypass.data(),
+            bypass_batch_stride,
+            reinterpret_cast<const void*>(alpha),
+            reinterpret_cast<const void*>(edge_weights),
+            num_edges,
+            num_ops,
+            batch,
+            channels_per_group,
+            groups,
+            spatial,
+            static_cast<pynas::DType>(dtype)};
+  }
+};
 
 }  // namespace
 
@@ -240,6 +288,108 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("num_inputs"), py::arg("num_edges"), py::arg("num_ops"), py::arg("numel"),
       py::arg("dtype"));
+
+  // outputs: M addresses of (N, C/g, S) arrays; slots: (M,) indices e*K + k into alpha
+  // (E, K); bypass: E addresses of (N, C - C/g, S) arrays, samples bypass_batch_stride
+  // elements apart (none when groups == 1); edge_weights: (E,) or 0 for all ones; out:
+  // (N, C, S), written.
+  m.def(
+      "partial_channel_forward",
+      [](bool cuda, int dtype, const std::vector<uintptr_t>& outputs, std::vector<int64_t> slots,
+         const std::vector<uintptr_t>& bypass, int64_t bypass_batch_stride, uintptr_t alpha,
+         uintptr_t edge_weights, int64_t num_edges, int64_t num_ops, int64_t batch,
+         int64_t channels_per_group, int64_t groups, int64_t spatial, uintptr_t out,
+         int num_threads, uintptr_t workspace, uintptr_t stream) {
+        PartialChannelCall call(dtype, outputs, std::move(slots), bypass, bypass_batch_stride,
+                                alpha, edge_weights, num_edges, num_ops, batch,
+                                channels_per_group, groups, spatial);
+        if (cuda) require_cuda();
+        static_cast<void>(workspace), static_cast<void>(stream);  // unused without CUDA
+        pynas::Status status = pynas::Status::kOk;
+        {
+          py::gil_scoped_release release;
+          if (!cuda) {
+            status = pynas::partial_channel_forward_cpu(call.args, reinterpret_cast<void*>(out),
+                                                        num_threads);
+          } else {
+#ifdef PYNAS_WITH_CUDA
+            status = pynas::partial_channel_forward_cuda(
+                call.args, reinterpret_cast<void*>(out), reinterpret_cast<void*>(workspace),
+                reinterpret_cast<void*>(stream));
+#endif
+          }
+        }
+        check_with_message(status, "partial_channel_combine forward", cuda,
+                           PYNAS_CUDA_MESSAGE(partial_channel_last_cuda_error));
+      },
+      py::arg("cuda"), py::arg("dtype"), py::arg("outputs"), py::arg("slots"), py::arg("bypass"),
+      py::arg("bypass_batch_stride"), py::arg("alpha"), py::arg("edge_weights"),
+      py::arg("num_edges"), py::arg("num_ops"), py::arg("batch"), py::arg("channels_per_group"),
+      py::arg("groups"), py::arg("spatial"),
+      py::arg("out"), py::arg("num_threads"), py::arg("workspace"), py::arg("stream"));
+
+  // grad_outputs: M addresses, grad_bypass: E addresses (none when groups == 1), grad_alpha
+  // (E, K), grad_edge_weights (E,) or 0 when that gradient is not wanted; all written.
+  m.def(
+      "partial_channel_backward",
+      [](bool cuda, int dtype, const std::vector<uintptr_t>& outputs, std::vector<int64_t> slots,
+         const std::vector<uintptr_t>& bypass, int64_t bypass_batch_stride, uintptr_t alpha,
+         uintptr_t edge_weights, int64_t num_edges, int64_t num_ops, int64_t batch,
+         int64_t channels_per_group, int64_t groups, int64_t spatial, uintptr_t grad_out,
+         const std::vector<uintptr_t>& grad_outputs, const std::vector<uintptr_t>& grad_bypass,
+         uintptr_t grad_alpha, uintptr_t grad_edge_weights, int num_threads,
+         uintptr_t workspace, uintptr_t stream) {
+        PartialChannelCall call(dtype, outputs, std::move(slots), bypass, bypass_batch_stride,
+                                alpha, edge_weights, num_edges, num_ops, batch,
+                                channels_per_group, groups, spatial);
+        if (grad_outputs.size() != call.outputs.size() ||
+            grad_bypass.size() != call.bypass.size())
+          throw py::value_error(
+              "partial_channel_combine backward: gradients and inputs differ in number");
+        std::vector<void*> output_grads = as_pointers<void*>(grad_outputs);
+        std::vector<void*> bypass_grads = as_pointers<void*>(grad_bypass);
+        if (cuda) require_cuda();
+        static_cast<void>(workspace), static_cast<void>(stream);  // unused without CUDA
+        pynas::Status status = pynas::Status::kOk;
+        {
+          py::gil_scoped_release release;
+          if (!cuda) {
+            status = pynas::partial_channel_backward_cpu(
+                call.args, reinterpret_cast<const void*>(grad_out), output_grads.data(),
+                bypass_grads.data(), reinterpret_cast<void*>(grad_alpha),
+                reinterpret_cast<void*>(grad_edge_weights), num_threads);
+          } else {
+#ifdef PYNAS_WITH_CUDA
+            status = pynas::partial_channel_backward_cuda(
+                call.args, reinterpret_cast<const void*>(grad_out), output_grads.data(),
+                bypass_grads.data(), reinterpret_cast<void*>(grad_alpha),
+                reinterpret_cast<void*>(grad_edge_weights), reinterpret_cast<void*>(workspace),
+                reinterpret_cast<void*>(stream));
+#endif
+          }
+        }
+        check_with_message(status, "partial_channel_combine backward", cuda,
+                           PYNAS_CUDA_MESSAGE(partial_channel_last_cuda_error));
+      },
+      py::arg("cuda"), py::arg("dtype"), py::arg("outputs"), py::arg("slots"), py::arg("bypass"),
+      py::arg("bypass_batch_stride"), py::arg("alpha"), py::arg("edge_weights"),
+      py::arg("num_edges"), py::arg("num_ops"), py::arg("batch"), py::arg("channels_per_group"),
+      py::arg("groups"), py::arg("spatial"),
+      py::arg("grad_out"), py::arg("grad_outputs"), py::arg("grad_bypass"),
+      py::arg("grad_alpha"), py::arg("grad_edge_weights"), py::arg("num_threads"),
+      py::arg("workspace"), py::arg("stream"));
+
+  m.def(
+      "partial_channel_cuda_workspace_bytes",
+      [](int64_t num_edges, int64_t num_ops) {
+#ifdef PYNAS_WITH_CUDA
+        return pynas::partial_channel_cuda_workspace_bytes(num_edges, num_ops);
+#else
+        (void)num_edges, (void)num_ops;
+        return int64_t{0};
+#endif
+      },
+      py::arg("num_edges"), py::arg("num_ops"));
 
   // logits: (rows, classes) at `logits`, rows `row_stride` elements apart; actions: (rows,)
   // int64, log_prob and entropy: (rows,) of dtype, written.

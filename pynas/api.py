@@ -21,7 +21,7 @@ from pynas.data import DatasetSplits, from_arrays
 from pynas.errors import UsageError
 from pynas.evaluate.function import Candidate
 from pynas.runs import Attempt, RunDirectory
-from pynas.spaces import SearchSpace, get_space
+from pynas.spaces import Arch, SearchSpace
 
 #: ``data=`` given as arrays is named so in ``result.json``
 ARRAYS_NAME = "arrays"
@@ -60,24 +60,20 @@ class SearchResult:
         with run.open_store() as store:
             return store.attempts()
 
-    def space(self) -> SearchSpace:
-        """The search space of the run."""
-        name = self.result["space"]
-        if name == "darts":
-            from pynas.spaces.darts import DartsSpace, steps_of
+    def best_architecture(self) -> tuple[SearchSpace, Arch]:
+        """The run's search space and its best architecture (a decision tuple)."""
+        from pynas.retrain import best_architecture
 
-            return DartsSpace(steps=steps_of(self._best()["genotype"]))
-        return get_space(name)
+        return best_architecture(self.result)
 
     def build_model(self) -> nn.Module:
         """The best architecture as a freshly initialised network, for the run's data
         shape and outputs (normalised inputs in; see :func:`pynas.train` for a trained
         model that takes raw inputs)."""
-        space = self.space()
+        space, arch = self.best_architecture()
         data = self.result.get("data") or self.result.get("evaluator", {}).get("data")
         if not data:
             raise UsageError(f"{self.path}: result.json does not say the data's shape")
-        arch = space.from_genotype(self._best()["genotype"])
         return space.build(arch, tuple(data["input_shape"]), data["num_outputs"])
 
     def train(self, data: Any = None, **options: Any) -> Any:
@@ -87,21 +83,11 @@ class SearchResult:
         they are split as the search split them."""
         from pynas.retrain import train
 
-        if data is not None and not isinstance(data, (str, os.PathLike)):
-            config = self.result.get("config") or {}
-            data = as_dataset(data, config.get("task"), config.get("valid_fraction"),
-                              config.get("test_fraction"), config.get("split_seed", 0),
-                              config.get("limit_train"))
         return train(self.path, data, **options)
 
     def to_dict(self) -> dict[str, Any]:
         """``result.json`` as a dict."""
         return dict(self.result)
-
-    def _best(self) -> dict[str, Any]:
-        if self.best is None:
-            raise UsageError(f"{self.path}: the search has no finished architecture")
-        return self.best
 
 
 def load(path: str | os.PathLike[str]) -> SearchResult:
@@ -242,7 +228,7 @@ def search(
     run_dir = search_cli.prepare_run_directory(args)
     if not hasattr(module, "build"):  # darts: one supernet, not ask/tell
         from pynas.search.darts import DartsConfig
-        from pynas.search.darts import search as darts_search
+        from pynas.search.darts.search import search as darts_search
 
         darts_search(DartsConfig.from_args(args), run_dir, progress=progress,
                      resume=args.resume, data=search_cli.load_data(args))

@@ -8,11 +8,13 @@ from pynas.errors import UsageError
 
 BENCHMARKS = {
     "ops": "fused DARTS mixed op against the original DARTS form and torch.compile",
+    "partial": "fused PC-DARTS partial-channel combine against the unfused PyTorch form",
     "nb201": "strategies on the NAS-Bench-201 table (mean +- std over seeds)",
     "sampling": "RL controller rollout: fused kernel against batched and one-at-a-time loops",
     "darts_step": "one DARTS search step: fused, reference and original-style supernets",
     "surrogate": "PNAS surrogates' rank correlation on NAS-Bench-301 cells",
     "own_data": "searches on your own files: Fashion-MNIST as PNG folders, diabetes as CSV",
+    "hierarchical": "hierarchical against flat space, random search and evolution, on digits",
 }
 
 

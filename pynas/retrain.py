@@ -46,7 +46,7 @@ from pynas.evaluate.train import (
 )
 from pynas.models import DataAdapter, adapt
 from pynas.runs import RunDirectory, atomic_write
-from pynas.search.darts import resolve_device
+from pynas.search.darts.search import resolve_device
 from pynas.spaces import SearchSpace, get_space
 from pynas.spaces.base import Arch
 from pynas.spaces.darts import DartsNetwork, DartsSpace, steps_of
@@ -296,6 +296,13 @@ def _read_run(run: str | os.PathLike[str] | Mapping[str, Any]) -> _Run:
 
 def _is_genotype(document: dict[str, Any]) -> bool:
     return "normal" in document and "best" not in document
+
+
+def best_architecture(run: str | os.PathLike[str] | Mapping[str, Any]
+                      ) -> tuple[SearchSpace, Arch]:
+    """The search space of a run (a directory, a ``result.json`` or its dict) and its best
+    architecture, checked by the space; a one-line :class:`UsageError` otherwise."""
+    return _best_architecture(_read_run(run))
 
 
 def _best_architecture(run: _Run) -> tuple[SearchSpace, Arch]:

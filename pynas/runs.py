@@ -252,7 +252,8 @@ class RunDirectory:
         Without ``resume`` an existing non-empty directory is an error unless
         ``overwrite``, which deletes the files of the earlier run (only those: a directory
         given by mistake loses nothing else). With ``resume`` a missing or empty directory
-        starts a new run, so a command can be repeated until it completes.
+        starts a new run, so a loop can be repeated until it completes (``pynas search
+        --resume`` is stricter: it continues a run that recorded its ``config.json``).
         """
         run = cls(path, durable)
         if run.path.exists() and not run.path.is_dir():

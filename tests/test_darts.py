@@ -11,8 +11,9 @@ from torch import nn
 from torch.func import functional_call
 
 from pynas import _backend
-from pynas.search.darts_bilevel import BilevelOptimizer, unrolled_arch_gradient, virtual_step
-from pynas.search.darts_supernet import DartsSupernet, discretize_cell, node_edge_count
+from pynas.search.darts.bilevel import BilevelOptimizer, unrolled_arch_gradient, virtual_step
+from pynas.search.darts.nb201 import NB201Supernet
+from pynas.search.darts.supernet import DartsSupernet, MixedEdge, discretize_cell, node_edge_count
 from pynas.spaces.darts import (
     CELL_OPERATIONS,
     CELL_TYPES,
@@ -182,7 +183,7 @@ def test_supernet_shapes_and_one_mixed_op_call_per_node(monkeypatch):
         assert all(o is None for o in (edge[0] for edge in outputs))  # the zero op is None
         return mixed_op_reference(outputs, alpha)
 
-    monkeypatch.setattr("pynas.search.darts_supernet.mixed_op_reference", counting)
+    monkeypatch.setattr("pynas.search.darts.supernet.mixed_op_reference", counting)
     torch.manual_seed(0)
     model = DartsSupernet(10, 1, channels=4, layers=5, mixed_op="reference")
     assert model.alpha_normal.shape == (14, 8) == model.alpha_reduce.shape
@@ -210,9 +211,6 @@ def test_fused_and_reference_supernets_agree():
 def test_shared_relu_computes_what_each_operation_computes_alone(space, monkeypatch):
     """The supernets apply each state's ReLU once for every operation that starts with
     one; outputs and gradients must equal those of every operation called on its own."""
-    from pynas.search.darts_nb201 import NB201Supernet
-    from pynas.search.darts_supernet import MixedEdge
-
     torch.manual_seed(0)
     if space == "darts":
         model = DartsSupernet(10, 3, channels=4, layers=3, mixed_op="reference")
@@ -255,7 +253,7 @@ def test_discretize_keeps_two_strongest_edges_and_their_best_non_none_op():
     alpha[2, index("dil_conv_3x3")] = 2.0
     alpha[3, index("none")] = 80.0
     alpha[4, index("skip_connect")] = 4.0
-    assert discretize_cell(alpha, steps) == [
+    assert discretize_cell(torch.softmax(alpha, dim=-1), steps) == [
         ["sep_conv_5x5", 1], ["avg_pool_3x3", 0],
         ["skip_connect", 2], ["dil_conv_3x3", 0],
     ]  # fmt: skip
@@ -354,7 +352,6 @@ def test_search_steps_lower_the_training_loss_and_move_alpha(order):
 
 def test_nb201_supernet_calls_mixed_op_once_per_node_and_discretizes(monkeypatch):
     from pynas.ops import mixed_op_reference
-    from pynas.search.darts_nb201 import NB201Supernet
     from pynas.spaces.nb201 import NB201Space
 
     calls = []
@@ -363,7 +360,7 @@ def test_nb201_supernet_calls_mixed_op_once_per_node_and_discretizes(monkeypatch
         calls.append(alpha.shape)
         return mixed_op_reference(outputs, alpha)
 
-    monkeypatch.setattr("pynas.search.darts_supernet.mixed_op_reference", counting)
+    monkeypatch.setattr("pynas.search.darts.supernet.mixed_op_reference", counting)
     torch.manual_seed(0)
     model = NB201Supernet(10, 1, channels=4, cells_per_stage=1, mixed_op="reference")
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
@@ -386,12 +383,13 @@ def test_nb201_supernet_calls_mixed_op_once_per_node_and_discretizes(monkeypatch
 def test_darts_on_nb201_returns_an_arch_of_the_benchmark_table():
     from pathlib import Path
 
-    from pynas.search.darts_nb201 import darts_nb201_arch
+    from pynas.search.darts.config import DartsConfig
+    from pynas.search.darts.search import search
     from pynas.spaces.nb201 import NB201Space
 
-    arch = darts_nb201_arch(
-        seed=0, epochs=1, channels=4, layers=1, limit_train=64, batch_size=16, mixed_op="reference"
-    )
+    config = DartsConfig(space="nb201", epochs=1, channels=4, layers=1, limit_train=64,
+                         batch_size=16, mixed_op="reference")
+    arch = search(config)["arch"]
     NB201Space().from_string(arch)  # a valid cell
     table = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201.csv"
     if table.exists():

@@ -1,4 +1,5 @@
-"""DARTS data-parallel over 2 CPU processes (gloo): the replicas stay identical."""
+"""DARTS data-parallel over 2 CPU processes (gloo): the replicas stay identical, with the
+cures for the collapse on."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 import torch.multiprocessing as multiprocessing
 
 from pynas.data import load_dataset
-from pynas.search.darts import DartsConfig, process_group, train_supernet
+from pynas.search.darts import DartsConfig
+from pynas.search.darts.search import process_group, train_supernet
 
 WORLD_SIZE = 2
 
@@ -30,8 +32,12 @@ def _replica(rank: int, port: int, out: str) -> None:
     )  # fmt: skip
     torch.set_num_threads(1)
     torch.manual_seed(rank)  # different local randomness: only synchronisation aligns them
-    config = DartsConfig(channels=4, layers=3, steps=2, multiplier=2, batch_size=16,
-                         limit_train=128, mixed_op="reference", epochs=2, order=2)  # fmt: skip
+    # with the cures whose randomness (Dirichlet samples) or parameters (edge logits) the
+    # processes must keep in step
+    config = DartsConfig(channels=4, layers=3, steps=2, multiplier=2, batch_size=8,
+                         limit_train=64, mixed_op="reference", epochs=2, order=2,
+                         partial_channels=2, edge_normalization=True, dirichlet=True,
+                         aux_skip=True, beta_decay=1.0)  # fmt: skip
     with process_group("cpu") as (process_rank, world_size):
         assert (process_rank, world_size) == (rank, WORLD_SIZE)
         data = load_dataset("digits", limit_train=config.limit_train)

@@ -9,8 +9,9 @@ import torch
 
 from pynas import cli
 from pynas.runs import RunDirectory
-from pynas.search import darts as darts_search
-from pynas.search.darts import DartsConfig, search
+from pynas.search.darts import DartsConfig
+from pynas.search.darts import search as darts_loop
+from pynas.search.darts.search import search
 from pynas.spaces.darts import DartsSpace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,9 +60,10 @@ def test_search_darts_writes_the_run(tmp_path, capsys):
 
 
 def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr(darts_loop, "write_run", lambda run_dir, trained, result: None)
     uninterrupted = search(tiny_config(), RunDirectory.prepare(tmp_path / "a"))
     saves = []
-    original = darts_search.save_checkpoint
+    original = darts_loop.save_checkpoint
 
     def save_then_die(path, state):
         original(path, state)
@@ -69,7 +71,7 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, monk
         if len(saves) == 1:
             raise KeyboardInterrupt  # the process dies right after epoch 1's checkpoint
 
-    monkeypatch.setattr(darts_search, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(darts_loop, "save_checkpoint", save_then_die)
     run_dir = RunDirectory.prepare(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         search(tiny_config(), run_dir)
@@ -90,6 +92,9 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, monk
         (["--budget", "5"], "--budget does not apply to darts"),
         (["--mixed-op", "fast"], "invalid choice"),
         (["--dataset", "imagenet"], "unknown dataset"),
+        (["--partial-channels", "3"], "--partial-channels must be a divisor of --channels 4"),
+        (["--warmup-epochs", "10"], "--warmup-epochs must be in 0..epochs-1 = 9"),
+        (["--beta-decay", "-1"], "--beta-decay must be >= 0"),
     ],
 )
 def test_usage_errors_are_one_line_with_status_2(tmp_path, capsys, arguments, message):

@@ -20,6 +20,7 @@ from pynas.search.rl.reinforce import Reinforce
 from pynas.spaces import SPACES, get_space
 from pynas.spaces.darts import DartsSpace
 from pynas.spaces.flops import count_multiply_adds
+from pynas.spaces.hierarchical import HierarchicalFlatSpace, HierarchicalSpace
 from pynas.spaces.macro import MacroSpace
 from pynas.spaces.mlp import ACTIVATIONS, DROPOUTS, WIDTHS, MLPSpace
 from pynas.spaces.nb201 import NB201Space
@@ -202,7 +203,7 @@ def test_images_on_the_mlp_space_are_refused_in_one_line():
     message = str(error.value)
     assert message == ("the mlp space builds networks for feature vectors (F,); this data "
                        "has images of shape (3, 32, 32): use an image space (nb201, pnas, "
-                       "macro, darts)")
+                       "macro, darts, hierarchical, hierarchical-flat)")
     with pytest.raises(UsageError, match="use an image space"):
         SPACE.count_parameters(SPACE.from_string("0 | 0 | 0 | 0"))  # CIFAR by default
 
@@ -231,7 +232,7 @@ def test_malformed_shapes_are_refused(shape):
 def test_every_registered_space_declares_its_input_kind():
     kinds = {name: space.input_kind for name, space in SPACES.items()}
     assert kinds == {"nb201": "image", "pnas": "image", "macro": "image", "darts": "image",
-                     "mlp": "features"}
+                     "mlp": "features", "hierarchical": "image", "hierarchical-flat": "image"}
 
 
 SMALL_IMAGE_SPACES = {
@@ -239,6 +240,8 @@ SMALL_IMAGE_SPACES = {
     "pnas": PNASSpace(blocks=3, channels=4),
     "macro": MacroSpace(layers=4, strides=True),
     "darts": DartsSpace(channels=4, layers=3, auxiliary=True),
+    "hierarchical": HierarchicalSpace(channels=4),
+    "hierarchical-flat": HierarchicalFlatSpace(nodes=4, channels=4),
 }
 
 

@@ -1,10 +1,13 @@
-"""Progressive search: nb201 progression, levels, surrogate ranking, records, resume, CLI."""
+"""Progressive search: nb201 progression, levels, surrogate ranking, records, resume, CLI,
+budgets."""
+import argparse
 import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from test_search_cli import fast_surrogate
 
 from pynas import cli
 from pynas.errors import UsageError
@@ -15,6 +18,7 @@ from pynas.search.loop import Budget, run_search
 from pynas.search.pnas import (
     NB201Progression,
     ProgressiveSearch,
+    build,
     run_pnas_on_table,
     spearman,
     write_rank_correlation,
@@ -232,3 +236,81 @@ def test_run_on_the_nb201_table(tmp_path):
     records = json.loads((tmp_path / "rank_correlation.json").read_text())
     assert [(r["level"], r["evaluated"]) for r in records] == [(2, 10), (3, 10)]
     assert result["best"]["val_acc"] > 88  # 3 in 4 cells of the table are below 88
+
+
+# -- fitting the budget -------------------------------------------------------------------
+
+def pnas_args(*options: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    search_cli.add_arguments(parser)
+    return parser.parse_args(["pnas", *options])
+
+
+@pytest.mark.parametrize("space,budget,options,plan", [
+    # the defaults when they fit; a larger budget widens the beam once nb201's 5 first-level
+    # cells fit, and fills pnas's first level (136 cells) otherwise
+    (NB201Space, 12, {}, (3, 4, 4)),
+    (NB201Space, 25, {}, (3, 10, 5)),
+    (PNASSpace, 20, {}, (5, 4, 4)),
+    (PNASSpace, 30, {}, (5, 4, 14)),
+    # too small: fewer levels at beam 4 (first level >= beam), then, at two levels, a
+    # smaller beam; below that the first level alone
+    (PNASSpace, 19, {}, (4, 4, 7)),
+    (PNASSpace, 12, {}, (3, 4, 4)),
+    (PNASSpace, 8, {}, (2, 4, 4)),
+    (PNASSpace, 7, {}, (2, 3, 4)),
+    (PNASSpace, 4, {}, (2, 2, 2)),
+    (PNASSpace, 2, {}, (2, 1, 1)),
+    (PNASSpace, 1, {}, (1, 4, 1)),
+    (NB201Space, 8, {}, (2, 4, 4)),
+    (NB201Space, 11, {}, (2, 6, 5)),  # two levels, widened to use the budget
+    # options given are kept; the others shrink around them
+    (PNASSpace, 8, {"levels": 3}, (3, 2, 4)),
+    (PNASSpace, 8, {"beam": 3}, (2, 3, 5)),
+    (PNASSpace, 5, {"beam": 3}, (2, 3, 2)),  # a first level below the beam, as asked
+    (PNASSpace, 8, {"initial": 2}, (2, 4, 2)),
+    (PNASSpace, 8, {"initial": 8}, (1, 4, 8)),
+    (PNASSpace, 5, {"levels": 3, "beam": 2}, (3, 2, 1)),
+    (PNASSpace, 8, {"rounds": 2}, (2, 4, 4)),
+    (PNASSpace, 5, {"rounds": 2}, (2, 2, 3)),  # the beam shrinks to the rounds at most
+    (PNASSpace, 3, {"rounds": 2}, (1, 4, 3)),
+    (PNASSpace, 3, {"levels": 4}, None),
+    (PNASSpace, 8, {"levels": 3, "beam": 4}, None),
+    (PNASSpace, 8, {"beam": 8}, None),
+    (PNASSpace, 8, {"initial": 9}, None),
+    (PNASSpace, 8, {"initial": 5, "beam": 4}, None),
+])
+def test_a_budget_shrinks_the_defaults_and_refuses_what_was_given(space, budget, options,
+                                                                   plan, capsys):
+    args = pnas_args("--budget", str(budget),
+                     *(f"--{name}={value}" for name, value in options.items()))
+    if plan is None:
+        with pytest.raises(UsageError, match="give a budget of at least") as refusal:
+            build(space(), args)
+        assert "\n" not in str(refusal.value)
+        assert all(f"--{name} {value}" in str(refusal.value) for name, value in options.items()
+                   if name != "rounds")
+        return
+    strategy = build(space(), args)
+    levels, beam, initial = plan
+    assert (strategy.levels, strategy.beam, len(strategy.ask(1000))) == plan
+    shrunk = ((levels < strategy.progression.levels and "levels" not in options)
+              or (beam < 4 and "beam" not in options))
+    note = capsys.readouterr().err
+    assert note.count("\n") == int(shrunk), note
+    if shrunk:
+        assert note.startswith(f"pynas: --budget {budget} is too small for ")
+        assert (f"searching {levels} levels of beam {beam} from {initial} first-level cell(s)"
+                if levels > 1 else f"the first level alone ({initial} cell(s))") in note
+
+
+def test_pnas_cells_in_a_budget_of_8(monkeypatch, capsys):
+    """``pynas search pnas --dataset digits --budget 8``: two levels of beam 4, in full."""
+    fast_surrogate(monkeypatch)
+    strategy = build(PNASSpace(blocks=5), pnas_args("--dataset", "digits", "--budget", "8"))
+    assert "searching 2 levels of beam 4 from 4 first-level cell(s)" in capsys.readouterr().err
+    asks = []
+    drive(strategy, asks)
+    assert len(asks) == 8 and strategy.finished()
+    assert [strategy.space.num_blocks(arch) for arch in asks] == [1] * 4 + [2] * 4
+    assert [record["evaluated"] for record in strategy.rank_correlations()] == [4]

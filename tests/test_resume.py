@@ -32,9 +32,11 @@ def table(tmp_path_factory) -> Path:
 
 
 def command(table: Path, out: Path, *extra: str) -> list[str]:
+    """The search in ``out``: a new run until one recorded its config, resumed after."""
+    resume = ["--resume"] if (out / "config.json").exists() else []
     return [sys.executable, "-m", "pynas", "search", "evolution", "--benchmark", str(table),
             "--metric", "acc_valid", "--budget", str(BUDGET), "--seed", "3",
-            "--population", "5", "--sample-size", "2", "--out", str(out), "--resume", *extra]
+            "--population", "5", "--sample-size", "2", "--out", str(out), *resume, *extra]
 
 
 def environment(delay: float) -> dict[str, str]:

@@ -8,6 +8,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pynas.cli import main
@@ -181,3 +182,158 @@ def test_resume_refuses_other_arguments(table, tmp_path, capsys):
     assert "was started with --seed 1, not 0" in capsys.readouterr().err
     assert main(search_args(table, out, "--budget", "9", "--resume", strategy="random")) == 2
     assert "was started with strategy evolution" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the user's own data
+
+
+def write_regression_csv(path: Path, rows: int = 80) -> Path:
+    """A table with two numeric features, one categorical feature and a real target."""
+    rng = np.random.default_rng(0)
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["size", "age", "colour", "price"])
+        for _ in range(rows):
+            size, age = rng.normal(size=2)
+            colour = rng.choice(["red", "green", "blue"])
+            writer.writerow([size, age, colour, 3 * size - age + (colour == "red") + 100])
+    return path
+
+
+def test_a_csv_regression_search_and_its_resume(tmp_path, capsys):
+    table = write_regression_csv(tmp_path / "prices.csv")
+    out = tmp_path / "run"
+    arguments = ["search", "random", "--dataset", str(table), "--target", "price", "--budget",
+                 "2", "--epochs", "3", "--valid-fraction", "0.25", "--out", str(out)]
+    assert main(arguments) == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "val_r2" in stdout and f"pynas train {out}" in stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "mlp" and result["score_name"] == "val_r2"
+    data = result["evaluator"]["data"]
+    assert data["task"] == "regression" and data["input_shape"] == [5]  # 2 + one-hot of 3
+    assert data["sizes"] == {"train": 44, "valid": 20, "test": 16}
+    config = json.loads((out / "config.json").read_text())
+    assert config["dataset"] == str(table.resolve()) and config["target"] == ["price"]
+    assert main([*arguments[:7], "4", *arguments[8:], "--resume"]) == 0
+    assert json.loads((out / "result.json").read_text())["evaluations"] == 4
+    # the split is part of what the run computes: another one is refused on resume
+    assert main([*arguments, "--split-seed", "3", "--resume"]) == 2
+    assert "--split-seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,arguments,message", [
+    ("a,b\n1,2\n3,4\n", [], "--target"),
+    ("a,b\n1,2\n3,4\n", ["--target", "c"], "c"),
+    ("a,b\n1,x\n3,4\n", ["--target", "b", "--task", "regression"], "b"),
+    ("a,b\n1,2\n3,\n", ["--target", "b"], "b"),
+    ("b\n1\n2\n", ["--target", "b"], "no feature columns"),
+])
+def test_bad_tables_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, content,
+                                                           arguments, message):
+    table = tmp_path / "bad.csv"
+    table.write_text(content)
+    out = tmp_path / "run"
+    code = main(["search", "random", "--dataset", str(table), *arguments, "--budget", "1",
+                 "--out", str(out)])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and message in error, error
+    assert not out.exists()
+
+
+class TinyNB201(NB201Space):
+    """nb201 with 4 channels and 1 cell per stage: quick to train."""
+
+    def __init__(self) -> None:
+        super().__init__(channels=4, cells_per_stage=1)
+
+
+def test_an_image_folder_is_searched_with_an_image_space(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.setitem(SPACES, "nb201", TinyNB201)
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("dark", "light")):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for index in range(12):
+            pixels = rng.integers(0, 100, (10, 12, 3)) + 150 * label
+            image = Image.fromarray(pixels.astype(np.uint8))
+            image.save(tmp_path / "images" / name / f"{index}.png")
+    out = tmp_path / "run"
+    code = main(["search", "random", "--dataset", str(tmp_path / "images"), "--budget", "1",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "nb201" and result["evaluator"]["data"]["input_shape"] == [3, 10, 12]
+    assert result["best"]["metrics"]["val_acc"] > 50  # light and dark images are easy
+    # an image space on feature vectors, and the mlp space on images, are refused
+    assert main(["search", "random", "--dataset", str(tmp_path / "images"), "--space", "mlp",
+                 "--budget", "1", "--out", str(tmp_path / "other")]) == 2
+    assert "image space" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+# ------------------------------------------------------------------ the first minutes
+
+
+@pytest.mark.parametrize("present", ["nothing", "an empty directory", "other files"])
+def test_resume_where_there_is_no_run_is_one_line_and_creates_nothing(table, tmp_path, capsys,
+                                                                       present):
+    out = tmp_path / "run"
+    if present != "nothing":
+        out.mkdir()
+    if present == "other files":
+        (out / "notes.txt").write_text("mine")
+    before = sorted(tmp_path.rglob("*"))
+    assert main(search_args(table, out, "--budget", "3", "--resume")) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no run to resume" in error and "drop --resume" in error
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("space,content,offending", [
+    ("darts", None, "|"),  # the nb201 table (every arch string starts with '|')
+    ("nb201", "arch,acc_valid\nnot an architecture,1\n", "'not an architecture'"),
+    ("mlp", None, "|"),
+])
+def test_a_table_of_another_space_is_refused_before_anything_runs(table, tmp_path, capsys,
+                                                                   space, content, offending):
+    if content is not None:
+        table = tmp_path / "other.csv"
+        table.write_text(content)
+    out = tmp_path / "run"
+    assert main(search_args(table, out, "--space", space, "--budget", "3")) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(table) in error and f"'{space}'" in error
+    assert offending in error and "--space" in error
+    assert not out.exists()
+
+
+def fast_surrogate(monkeypatch) -> None:
+    """Two surrogates of a few steps: the budget is the point here, not the ranking."""
+    from pynas.search import pnas
+    from pynas.search.surrogate import SurrogateEnsemble
+
+    monkeypatch.setattr(pnas, "SurrogateEnsemble", lambda *args, **options: SurrogateEnsemble(
+        *args, **{**options, "members": 2, "steps": 5}))
+
+
+def test_pnas_shrinks_its_levels_to_a_small_budget_and_says_so(table, tmp_path, capsys,
+                                                               monkeypatch, one_thread):
+    fast_surrogate(monkeypatch)
+    out = tmp_path / "run"
+    assert main(search_args(table, out, "--space", "nb201", "--budget", "8",
+                            strategy="pnas")) == 0
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert "--budget 8 is too small for 3 levels of beam 4 (they need 12 evaluations): " \
+        "searching 2 levels of beam 4 from 4 first-level cell(s)" in error
+    assert json.loads((out / "result.json").read_text())["evaluations"] == 8
+    records = json.loads((out / "rank_correlation.json").read_text())
+    assert [(record["level"], record["evaluated"]) for record in records] == [(2, 4)]
+    # what the user set is never shrunk: refused in one line, before the run directory
+    for options in (["--levels", "3", "--beam", "4"], ["--initial", "9"], ["--beam", "8"]):
+        assert main(search_args(table, tmp_path / "refused", "--space", "nb201", "--budget",
+                                "8", *options, strategy="pnas")) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "give a budget of at least" in error, error
+        assert options[0] in error and not (tmp_path / "refused").exists()

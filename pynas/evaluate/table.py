@@ -8,6 +8,7 @@ of training times.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,27 @@ class TableEvaluator(Evaluator):
             return None
         candidate = self.val_column[: -len(VALID_SUFFIX)] + TEST_SUFFIX
         return candidate if candidate in table.columns else None
+
+    def check_space(self, space: SearchSpace, rows: int = 5) -> None:
+        """Refuse a table of another space: the ``arch`` strings of its first ``rows`` rows
+        must be strings of ``space``, or no look-up would ever find a row.
+
+        Raises
+        ------
+        UsageError
+            Naming the table, the space and the first string that ``space`` cannot read.
+        """
+        for arch_string in itertools.islice(read_table(self.path).rows, rows):
+            try:
+                space.from_string(arch_string)
+            except ValueError as error:
+                # most spaces' messages quote the whole string already
+                reason = str(error) if repr(arch_string) in str(error) else (
+                    f"{arch_string!r}: {error}")
+                raise UsageError(
+                    f"the table {self.path} does not hold architectures of the space "
+                    f"{space.name!r} ({reason}): give the table's --space"
+                ) from None
 
     def describe(self) -> dict[str, Any]:
         return {"evaluator": type(self).__name__, **vars(self)}

@@ -9,8 +9,9 @@ A strategy module exposes either
 - ``run(args, run_dir) -> int``: a strategy that drives itself (one-shot DARTS trains a
   supernet rather than asking for architectures), given the prepared run directory;
 
-and, optionally, ``add_arguments(parser)`` for its own options. Adding a strategy is one
-line here and one module.
+and, optionally, ``add_arguments(parser)`` for its own options and
+``check_arguments(space, args)`` to refuse them before the run directory is created. Adding
+a strategy is one line here and one module.
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out DIR (after a crash or a kill)",
+        help="continue the run in --out DIR (after a crash or a kill); an error where "
+        "DIR holds no run",
     )
     run.add_argument("--overwrite", action="store_true", help="replace the run in --out DIR")
     execution = parser.add_argument_group("execution")
@@ -278,7 +280,15 @@ def prepare_inputs(args: argparse.Namespace) -> None:
         args.space = DEFAULT_SPACES[data.kind] if data is not None else "nb201"
     if data is not None:
         get_space(args.space).check_input(data.input_shape)
+    check_table_space(evaluator, args.space)
     args._evaluator, args._simulated_time = evaluator, simulated_time
+
+
+def check_table_space(evaluator: Evaluator, space_name: str) -> None:
+    """Refuse a benchmark table of another space before anything is evaluated (each
+    evaluation would otherwise fail); any other evaluator passes."""
+    if isinstance(evaluator, TableEvaluator):
+        evaluator.check_space(get_space(space_name))
 
 
 def prepare_run_directory(args: argparse.Namespace) -> RunDirectory:
@@ -290,6 +300,10 @@ def prepare_run_directory(args: argparse.Namespace) -> RunDirectory:
     out = args.out or Path("runs") / (
         f"{args.strategy}-{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    if args.resume and not RunDirectory(out).config_path.is_file():
+        # a mistyped --out would otherwise start a new run where the user meant to continue
+        raise UsageError(f"{out} holds no run to resume: drop --resume to start one there")
+    check_strategy_arguments(args)
     run_dir = RunDirectory.prepare(out, resume=args.resume, overwrite=args.overwrite)
     config = run_config(args)
     stored = run_dir.read_config()
@@ -305,6 +319,14 @@ def prepare_run_directory(args: argparse.Namespace) -> RunDirectory:
                 f"{config.get(key)}: resume with the run's own arguments"
             )
     return run_dir
+
+
+def check_strategy_arguments(args: argparse.Namespace) -> None:
+    """Let the strategy refuse its options (a budget too small for them...) while bad input
+    still leaves nothing behind."""
+    module = strategy_module(args.strategy)
+    if hasattr(module, "check_arguments"):
+        module.check_arguments(get_space(args.space), args)
 
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,6 +9,10 @@ of them is the parent, and the child is the parent with ONE decision changed to 
 different value. A child that was evaluated joins the population and the oldest member
 dies, whatever its score (the "regularization": good architectures must stay good when
 re-discovered); a child whose evaluation failed is dropped.
+
+A space may offer its own mutation, a method ``mutate(arch, rng) -> arch`` (the
+hierarchical space's is that of Liu et al. 2018, section 3.1); evolution then mutates
+with it, passing its own random generator, whose state the checkpoint keeps.
 """
 
 from __future__ import annotations
@@ -90,7 +94,11 @@ class RegularizedEvolution(Strategy):
         return max(contestants, key=lambda member: member[1])[0]
 
     def _mutate(self, parent: Arch) -> Arch:
-        """``parent`` with one decision changed to a different value, both uniform."""
+        """``parent`` mutated by the space's own ``mutate`` when it has one; otherwise
+        with one decision changed to a different value, both uniform."""
+        space_mutate = getattr(self.space, "mutate", None)
+        if space_mutate is not None:
+            return self.space.validate(space_mutate(parent, self._random))
         if not self._mutable_decisions:
             return parent  # a space of a single architecture
         decision = self._random.choice(self._mutable_decisions)

@@ -143,6 +143,9 @@ def run_search(
     run.write_result(result)
     plot_search_curve(attempts, run.curve_path, title=f"{strategy.name} on {strategy.space.name}",
                       score_name=result["score_name"])
+    best = best_attempt(attempts)
+    if best is not None and hasattr(strategy.space, "draw"):  # spaces that draw their cells
+        strategy.space.draw(strategy.space.validate(best.decisions), run.path)
     return result
 
 

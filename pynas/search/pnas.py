@@ -29,6 +29,7 @@ import sys
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -515,11 +516,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam", type=int,
                         help="K, cells expanded and children evaluated per level (default: "
                              f"{DEFAULT_BEAM}, or wider when the whole first level fits in "
-                             "--budget: the rest split over the later levels)")
+                             "--budget: the rest split over the later levels; narrower when "
+                             "--budget is too small, said on stderr)")
     parser.add_argument("--levels", type=int,
                         help="levels to search: blocks per cell in the pnas space, nodes in "
                              "nb201, layers in mlp (default: every level of the space: 5 "
-                             "blocks, 3 nb201 nodes, 4 mlp layers)")
+                             "blocks, 3 nb201 nodes, 4 mlp layers; fewer when --budget is too "
+                             "small, said on stderr)")
     parser.add_argument("--initial", type=int,
                         help="first-level cells to evaluate, a random sample (default: all, "
                              "or what --budget leaves after the later levels)")
@@ -533,30 +536,115 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build(space: SearchSpace, args: argparse.Namespace) -> ProgressiveSearch:
     """The strategy for ``pynas search pnas`` (see :mod:`pynas.search.cli`).
 
-    Without ``--initial``, a ``--budget`` of N evaluations leaves the first level
-    ``N - (levels - 1) * beam`` cells, so that every level fits in the budget.
+    :func:`fit_budget` splits a ``--budget`` of evaluations over the levels; when it
+    shrinks the defaults, one line on stderr says so.
     """
-    progression = progression_for(space)
-    levels = progression.levels if args.levels is None else args.levels
-    beam, initial = args.beam, args.initial
-    if beam is None:
-        beam = DEFAULT_BEAM
-        first_level = len(progression.first_level())
-        if (args.budget is not None and initial is None and levels > 1
-                and first_level + (levels - 1) * DEFAULT_BEAM < args.budget):
-            # The whole first level fits (nb201's has 5 cells): widen the beam so the
-            # later levels use the budget rather than stopping early.
-            beam = math.ceil((args.budget - first_level) / (levels - 1))
-    if initial is None and args.budget is not None:
-        initial = args.budget - (levels - 1) * beam
-        if initial < 1:
-            raise UsageError(
-                f"--budget {args.budget} leaves no first-level cell after {levels - 1} "
-                f"later levels of --beam {beam}: give a larger budget, or fewer "
-                "--levels or a smaller --beam"
-            )
-    return ProgressiveSearch(space, seed=args.seed, beam=beam, levels=args.levels,
-                             initial=initial, surrogate=args.surrogate, rounds=args.rounds)
+    plan = check_arguments(space, args)
+    if plan.note is not None:
+        print(f"pynas: {plan.note}", file=sys.stderr)
+    return ProgressiveSearch(space, seed=args.seed, beam=plan.beam, levels=plan.levels,
+                             initial=plan.initial, surrogate=args.surrogate, rounds=args.rounds)
+
+
+def check_arguments(space: SearchSpace, args: argparse.Namespace) -> Plan:
+    """The plan of ``pynas search pnas``; a :class:`UsageError` for options that do not fit
+    the space or the budget (the command calls it before creating the run directory)."""
+    return fit_budget(progression_for(space), args.budget, args.levels, args.beam,
+                      args.initial, smallest_beam=args.rounds)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a progressive search spends its budget."""
+
+    levels: int
+    beam: int
+    #: first-level cells to evaluate; ``None``: all of them
+    initial: int | None
+    #: what was shrunk to fit the budget, in one line; ``None`` when nothing was
+    note: str | None = None
+
+
+def fit_budget(progression: Progression, budget: int | None, levels: int | None = None,
+               beam: int | None = None, initial: int | None = None,
+               smallest_beam: int = 1) -> Plan:
+    """Split ``budget`` evaluations over the levels; options given as ``None`` are chosen.
+
+    ``levels`` levels of beam ``K`` evaluate ``initial + (levels - 1) * K`` cells. Without
+    ``initial``, the first level gets what the later levels leave, and at least
+    ``min(K, first-level cells)`` of it: fewer would leave the beam without ``K``
+    parents and the surrogate with next to nothing to rank the children by.
+
+    Where the defaults (every level of the progression, beam :data:`DEFAULT_BEAM`) need
+    more than ``budget``, the levels shrink first, keeping the beam (a shallower search
+    of the same quality), then, at two levels, the beam, down to ``smallest_beam`` (the
+    rounds of a level evaluate a cell each at least). A budget too small even for that
+    searches the first level alone. A budget larger than the defaults need, with the
+    whole first level in it (nb201's has 5 cells), widens the beam instead, so that the
+    later levels use it. Options given are never changed: where they leave no
+    first-level cell, this raises.
+
+    Raises
+    ------
+    UsageError
+        When the options given do not fit in ``budget``.
+    """
+    if budget is None or budget < 1 or (levels is not None
+                                        and not 1 <= levels <= progression.levels):
+        # nothing to fit, or options ProgressiveSearch and Budget refuse in their words
+        return Plan(progression.levels if levels is None else levels,
+                    DEFAULT_BEAM if beam is None else beam, initial)
+    first_level = len(progression.first_level())
+    level_choices = [levels] if levels is not None else list(range(progression.levels, 1, -1))
+    beam_choices = [beam] if beam is not None else list(
+        range(DEFAULT_BEAM, min(max(smallest_beam, 1), DEFAULT_BEAM) - 1, -1))
+    # (levels, beam), best first: fewer levels, then a smaller beam
+    plans = [(depth, beam_choices[0]) for depth in level_choices]
+    plans += [(level_choices[-1], width) for width in beam_choices[1:]]
+
+    def first_fitting_plan(lenient: bool) -> tuple[int, int] | None:
+        for depth, width in plans:
+            least = initial if initial is not None else 1 if lenient else min(width, first_level)
+            if least + (depth - 1) * width <= budget:
+                return depth, width
+        return None
+
+    chosen = first_fitting_plan(lenient=False)
+    if chosen is None and (levels is not None or beam is not None):
+        chosen = first_fitting_plan(lenient=True)  # the options given, on a smaller first level
+    if chosen is None and levels is None and beam is None and (initial or 1) <= budget:
+        chosen = (1, DEFAULT_BEAM)  # the first level alone
+    if chosen is None:
+        # the smallest search the options given allow
+        depth, width = (1, DEFAULT_BEAM) if levels is None and beam is None else plans[-1]
+        need = (initial or 1) + (depth - 1) * width
+        given = ", ".join(f"--{name} {value}" for name, value in
+                          (("levels", levels), ("beam", beam), ("initial", initial))
+                          if value is not None)
+        later = f"{depth - 1} later level(s) of beam {width}"
+        if initial is None:
+            problem = f"leaves no first-level cell after {later}"
+        else:
+            problem = f"is too small for --initial {initial}" + (f" and {later}" * (depth > 1))
+        raise UsageError(f"pnas: --budget {budget} {problem}: give a budget of at least "
+                         f"{need}, or change {given}")
+    depth, width = chosen
+    if (beam is None and initial is None and depth > 1
+            and first_level + (depth - 1) * DEFAULT_BEAM < budget):
+        width = math.ceil((budget - first_level) / (depth - 1))
+    first = initial if initial is not None else budget - (depth - 1) * width
+    if not ((levels is None and depth < progression.levels)
+            or (beam is None and width < DEFAULT_BEAM)):
+        return Plan(depth, width, first)
+    wanted_levels = progression.levels if levels is None else levels
+    wanted_beam = DEFAULT_BEAM if beam is None else beam
+    needed = ((initial if initial is not None else min(wanted_beam, first_level))
+              + (wanted_levels - 1) * wanted_beam)
+    searched = (f"{depth} levels of beam {width} from {first} first-level cell(s)"
+                if depth > 1 else f"the first level alone ({first} cell(s))")
+    note = (f"--budget {budget} is too small for {wanted_levels} levels of beam "
+            f"{wanted_beam} (they need {needed} evaluations): searching {searched}")
+    return Plan(depth, width, first, note)
 
 
 def after_search(run_dir: RunDirectory) -> list[dict[str, Any]]:

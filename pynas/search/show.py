@@ -14,6 +14,7 @@ from pathlib import Path
 from pynas.errors import UsageError
 from pynas.plots import plot_search_curve
 from pynas.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDirectory, best_attempt
+from pynas.spaces import SPACES, get_space
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
             "metrics      "
             + ", ".join(f"{name} {_format(value)}" for name, value in best.metrics.items())
         )
+        space = get_space(config["space"]) if config.get("space") in SPACES else None
+        if space is not None and hasattr(space, "draw"):  # spaces that draw their cells
+            for path in space.draw(space.validate(best.decisions), run_dir.path):
+                print(f"plot         {path}")
     failures = [a for a in attempts if a.state == FAILED]
     if failures:
         last = failures[-1]

@@ -6,6 +6,7 @@ from typing import Any
 from pynas.errors import UsageError
 from pynas.spaces.base import Arch, SearchSpace
 from pynas.spaces.darts import DartsSpace
+from pynas.spaces.hierarchical import HierarchicalFlatSpace, HierarchicalSpace
 from pynas.spaces.macro import MacroSpace
 from pynas.spaces.mlp import MLPSpace
 from pynas.spaces.nb201 import NB201Space
@@ -18,6 +19,8 @@ SPACES: dict[str, type[SearchSpace]] = {
     "macro": MacroSpace,
     "darts": DartsSpace,
     "mlp": MLPSpace,
+    "hierarchical": HierarchicalSpace,
+    "hierarchical-flat": HierarchicalFlatSpace,
 }
 
 
@@ -34,5 +37,5 @@ def get_space(name: str, **kwargs: Any) -> SearchSpace:
     return SPACES[name](**kwargs)
 
 
-__all__ = ["SPACES", "Arch", "DartsSpace", "MLPSpace", "MacroSpace", "NB201Space", "PNASSpace",
-           "SearchSpace", "get_space"]
+__all__ = ["SPACES", "Arch", "DartsSpace", "HierarchicalFlatSpace", "HierarchicalSpace",
+           "MLPSpace", "MacroSpace", "NB201Space", "PNASSpace", "SearchSpace", "get_space"]

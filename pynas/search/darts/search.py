@@ -1,12 +1,13 @@
-"""DARTS: differentiable architecture search with a weight-sharing supernet.
+"""The DARTS search loop: ``pynas search darts``.
 
-``pynas search darts`` trains a supernet (the darts cell, or ``--space nb201``) with the
-bilevel optimiser of :mod:`pynas.search.darts_bilevel`: the weights on one half of the
-training split, the architecture logits on the other half (the paper's CIFAR protocol).
-It then discretizes the cells, measures the discretized supernet on the validation and
-test splits, and writes ``result.json``, ``checkpoint.pt`` (each epoch; ``--resume``
-continues from it), the architecture-weight plots, the loss/accuracy curves and drawings
-of the cells.
+It trains a supernet (the darts cell, or ``--space nb201``) with the bilevel optimiser of
+:mod:`pynas.search.darts.bilevel`: the weights on one half of the training split, the
+architecture logits on the other half (the paper's CIFAR protocol), with the cures for the
+collapse that the configuration turns on (:mod:`pynas.search.darts.cures`,
+:mod:`pynas.search.darts.partial`). It then discretizes the cells, measures the
+discretized supernet on the validation and test splits, and writes ``result.json``,
+``checkpoint.pt`` (each epoch; ``--resume`` continues from it), the architecture-weight
+plots, the loss/accuracy curves and drawings of the cells.
 
 Under ``torchrun --nproc_per_node=N`` the processes train one supernet data-parallel:
 each takes its share of every batch order, weight and architecture gradients are averaged
@@ -34,124 +35,16 @@ from tqdm import tqdm
 from pynas.data import CLASSIFICATION, DatasetSplits, Split, load_dataset
 from pynas.errors import UsageError
 from pynas.runs import RunDirectory, load_checkpoint, save_checkpoint
-from pynas.search.darts_bilevel import BilevelOptimizer, average_across_processes
-from pynas.search.darts_supernet import MIXED_OP_KINDS, DartsSupernet
+from pynas.search.darts.bilevel import BilevelOptimizer, Penalty, average_across_processes
+from pynas.search.darts.config import DartsConfig
+from pynas.search.darts.cures import beta_decay, linear_ramp
+from pynas.search.darts.nb201 import NB201Supernet
+from pynas.search.darts.supernet import DartsSupernet, Supernet
 
-#: supernets DARTS can search, by ``--space``
-SUPERNET_SPACES = ("darts", "nb201")
 _EVALUATION_BATCH = 256
-
-
-@dataclass
-class DartsConfig:
-    """Everything a DARTS search computes from (the Python API behind the command).
-
-    The defaults are small enough for the digits dataset on two CPU cores in a few
-    minutes; the paper's CIFAR-10 search is ``channels=16, layers=8, epochs=50``.
-    """
-
-    space: str = "darts"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    limit_train: int | None = None
-    epochs: int = 10
-    batch_size: int = 64
-    order: int = 1
-    mixed_op: str = "fused"
-    channels: int = 8
-    layers: int = 5
-    steps: int = 4
-    multiplier: int = 4
-    stem_multiplier: int = 3
-    weight_lr: float = 0.025
-    weight_lr_min: float = 0.001
-    arch_lr: float = 3e-4
-    seed: int = 0
-    device: str = "cpu"
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> DartsConfig:
-        values = {
-            field.name: getattr(args, field.name)
-            for field in dataclasses.fields(cls)
-            if getattr(args, field.name, None) is not None
-        }
-        return cls(**values)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """DARTS's own options (``pynas search`` adds --dataset, --epochs, --seed, --out...)."""
-    defaults = DartsConfig()
-    # this strategy's defaults for the shared options
-    parser.set_defaults(space=defaults.space, epochs=defaults.epochs)
-    group = parser.add_argument_group("darts")
-    group.add_argument(
-        "--order",
-        type=int,
-        choices=(1, 2),
-        default=defaults.order,
-        help="1: first-order; 2: unrolled second-order (default: %(default)s)",
-    )
-    group.add_argument(
-        "--mixed-op",
-        choices=MIXED_OP_KINDS,
-        default=defaults.mixed_op,
-        help="node combine: the fused kernel or the PyTorch reference (default: %(default)s)",
-    )
-    group.add_argument(
-        "--channels",
-        type=int,
-        default=defaults.channels,
-        help="initial channels C of the supernet (default: %(default)s)",
-    )
-    group.add_argument(
-        "--layers",
-        type=int,
-        default=defaults.layers,
-        help="cells of the darts supernet; cells per stage on nb201 (default: %(default)s)",
-    )
-    group.add_argument(
-        "--steps",
-        type=int,
-        default=defaults.steps,
-        help="intermediate nodes per darts cell (default: %(default)s)",
-    )
-    group.add_argument(
-        "--multiplier",
-        type=int,
-        default=defaults.multiplier,
-        help="last nodes concatenated into a cell's output (default: %(default)s)",
-    )
-    group.add_argument(
-        "--stem-multiplier",
-        type=int,
-        default=defaults.stem_multiplier,
-        help="stem channels = this x C (default: %(default)s)",
-    )
-    group.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help="batch per process, for each half (default: %(default)s)",
-    )
-    group.add_argument(
-        "--weight-lr",
-        type=float,
-        default=defaults.weight_lr,
-        help="initial SGD learning rate of the weights (default: %(default)s)",
-    )
-    group.add_argument(
-        "--weight-lr-min",
-        type=float,
-        default=defaults.weight_lr_min,
-        help="final (cosine) learning rate (default: %(default)s)",
-    )
-    group.add_argument(
-        "--arch-lr",
-        type=float,
-        default=defaults.arch_lr,
-        help="Adam learning rate of the architecture (default: %(default)s)",
-    )
+#: configuration fields that say where a run goes, not what it computes: a resume may
+#: change them
+_HOW_NOT_WHAT = ("data_dir", "device")
 
 
 def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
@@ -225,32 +118,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_supernet(config: DartsConfig, num_classes: int, in_channels: int) -> nn.Module:
+def build_supernet(config: DartsConfig, num_classes: int, in_channels: int) -> Supernet:
     """The supernet of ``config.space``."""
-    if config.space == "darts":
-        return DartsSupernet(
-            num_classes,
-            in_channels,
-            channels=config.channels,
-            layers=config.layers,
-            steps=config.steps,
-            multiplier=config.multiplier,
-            stem_multiplier=config.stem_multiplier,
-            mixed_op=config.mixed_op,
-        )
+    options = dict(
+        mixed_op=config.mixed_op,
+        partial_channels=config.partial_channels,
+        edge_normalization=config.edge_normalization,
+        dirichlet=config.dirichlet,
+    )
     if config.space == "nb201":
-        from pynas.search.darts_nb201 import NB201Supernet
-
         return NB201Supernet(
-            num_classes,
-            in_channels,
-            channels=config.channels,
-            cells_per_stage=config.layers,
-            mixed_op=config.mixed_op,
+            num_classes, in_channels, channels=config.channels, cells_per_stage=config.layers,
+            **options,
         )
-    raise UsageError(
-        f"darts cannot search the space {config.space!r}; it has supernets for "
-        f"{', '.join(SUPERNET_SPACES)}"
+    return DartsSupernet(
+        num_classes,
+        in_channels,
+        channels=config.channels,
+        layers=config.layers,
+        steps=config.steps,
+        multiplier=config.multiplier,
+        stem_multiplier=config.stem_multiplier,
+        **options,
     )
 
 
@@ -323,10 +212,13 @@ def recalibrate_batch_norm(model: nn.Module, batches: list[tuple[Tensor, Tensor]
     forward passes of ``batches``."""
     norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
     momenta = [norm.momentum for norm in norms]
+    # Only the batch norms in training mode: the rest of the supernet computes as in
+    # evaluation (no Dirichlet sample, the discrete cells' own weights).
+    model.eval()
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # None: a cumulative average instead of an exponential one
-    model.train()
+        norm.train()
     for images, _ in batches:
         model(images)
     for norm, momentum in zip(norms, momenta):
@@ -377,6 +269,7 @@ def search(
     resume : continue from ``run_dir``'s checkpoint when it has one.
     data : the dataset, when already loaded (otherwise ``config.dataset`` is loaded).
     """
+    config.check()
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, limit_train=config.limit_train)
     if data.task != CLASSIFICATION or data.kind != "image":
@@ -395,8 +288,8 @@ def search(
 class TrainedSupernet:
     """A searched supernet and how it got there."""
 
-    model: nn.Module
-    #: per epoch (0 = the initial logits): losses, accuracies, softmax architecture weights
+    model: Supernet
+    #: per epoch (0 = the initial logits): losses, accuracies, operation weights
     history: list[dict[str, Any]]
     seconds: float
     #: the half of the training split the weights learned on
@@ -412,9 +305,16 @@ def train_supernet(
     resume: bool = False,
 ) -> TrainedSupernet:
     """The bilevel search itself (see :func:`search`), checkpointing each epoch into
-    ``run_dir`` when given."""
-    if config.epochs < 1 or config.batch_size < 2:
-        raise UsageError("darts needs --epochs >= 1 and --batch-size >= 2")
+    ``run_dir`` when given.
+
+    The cures' schedules follow the search's progress, ``linear_ramp`` over all its steps:
+    beta-decay's weight rises from 0 to ``config.beta_decay``, the auxiliary skip's
+    coefficient falls from 1 to 0 (and is 0 once the search is over). The random draws of
+    an epoch (Dirichlet samples) come from a seed of the run's seed, the epoch and the
+    process. A resumed run therefore computes what the uninterrupted one computes from
+    the checkpoint's model, optimisers and history alone.
+    """
+    config.check()
     device = resolve_device(config.device)
     started = time.time()
     weight_half, arch_half = split_in_halves(data.train, config.seed)
@@ -432,6 +332,7 @@ def train_supernet(
     history = [{"epoch": 0, "alphas": model.alpha_weights()}]
     state = _load_resume_state(run_dir, resume)
     if state is not None:
+        _check_same_search(state["config"], config)
         model.load_state_dict(state["model"])
         bilevel.load_state_dict(state["bilevel"])
         history = state["history"]
@@ -440,8 +341,9 @@ def train_supernet(
     rank = _rank_and_world()[0]
     steps_per_epoch = len(epoch_batches(arch_half, config.batch_size, config.seed, 0, device,
                                           data))
+    total_steps = config.epochs * steps_per_epoch
     bar = tqdm(
-        total=config.epochs * steps_per_epoch,
+        total=total_steps,
         initial=(first_epoch - 1) * steps_per_epoch,
         disable=not progress,
         desc="darts",
@@ -450,11 +352,22 @@ def train_supernet(
     )
     with bar:
         for epoch in range(first_epoch, config.epochs + 1):
+            torch.manual_seed((config.seed * 100_003 + epoch) * 1_009 + rank)
             train = epoch_batches(weight_half, config.batch_size, config.seed, epoch, device, data)
             valid = epoch_batches(arch_half, config.batch_size, config.seed, -epoch, device, data)
             totals = {"valid_loss": 0.0, "train_loss": 0.0, "train_correct": 0}
             for step, (train_batch, valid_batch) in enumerate(zip(train, valid), 1):
-                for key, value in bilevel.step(train_batch, valid_batch).items():
+                ramp = linear_ramp((epoch - 1) * steps_per_epoch + step - 1, total_steps)
+                if config.aux_skip:
+                    model.skip_coefficient = 1.0 - ramp
+                outcome = bilevel.step(
+                    train_batch,
+                    valid_batch,
+                    update_architecture=epoch > config.warmup_epochs,
+                    penalty=beta_decay_penalty(model, config.beta_decay * ramp)
+                    if config.beta_decay else None,
+                )
+                for key, value in outcome.items():
                     totals[key] += value
                 bar.update()
                 bar.set_postfix(loss=f"{totals['train_loss'] / step:.3f}", refresh=False)
@@ -464,7 +377,7 @@ def train_supernet(
             entry = {
                 "epoch": epoch,
                 "train_loss": totals["train_loss"] / steps,
-                "valid_loss": totals["valid_loss"] / steps,
+                "valid_loss": totals["valid_loss"] / steps,  # NaN in a warm-up epoch
                 "train_acc": 100.0 * totals["train_correct"] / (steps * config.batch_size),
                 "valid_acc": accuracy(model, data.valid, device, data),
                 "learning_rate": bilevel.learning_rate,
@@ -481,13 +394,35 @@ def train_supernet(
                 save_checkpoint(
                     run_dir.checkpoint_path,
                     {
+                        "config": dataclasses.asdict(config),
                         "model": model.state_dict(),
                         "bilevel": bilevel.state_dict(),
                         "history": history,
                         "seconds": time.time() - started,
                     },
                 )
+    model.skip_coefficient = 0.0  # DARTS-'s skip is not part of the architecture found
     return TrainedSupernet(model, history, time.time() - started, weight_half, device)
+
+
+def beta_decay_penalty(model: Supernet, weight: float) -> Penalty:
+    """beta-DARTS's regularization of ``model``'s operation logits, times ``weight``."""
+    return lambda: weight * beta_decay(model.operation_logits())
+
+
+def _check_same_search(saved: dict[str, Any], config: DartsConfig) -> None:
+    """Refuse to resume a checkpoint that another configuration wrote."""
+    current = dataclasses.asdict(config)
+    different = [
+        f"{name}={saved.get(name)!r} (now {value!r})"
+        for name, value in current.items()
+        if name not in _HOW_NOT_WHAT and saved.get(name) != value
+    ]
+    if different:
+        raise UsageError(
+            "the checkpoint was written by a search with other settings: "
+            + ", ".join(different) + "; resume with the run's own settings"
+        )
 
 
 def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits) -> dict[str, Any]:
@@ -535,7 +470,7 @@ def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits
 
 def write_run(run_dir: RunDirectory, trained: TrainedSupernet, result: dict[str, Any]) -> None:
     """result.json, the alpha plots, the curves, and (darts) the cell drawings."""
-    from pynas.search.darts_plots import plot_alpha_evolution, plot_search_curves
+    from pynas.search.darts.plots import plot_alpha_evolution, plot_search_curves
 
     model = trained.model
     for kind in model.cell_kinds:

@@ -8,12 +8,14 @@ of the weight optimiser (Eq. 6), which needs a Hessian-vector product, approxima
 central finite difference (Eq. 8).
 
 The supernet must provide ``arch_parameters()``, ``named_weight_parameters()`` and
-``weight_parameters()`` (see :class:`pynas.search.darts_supernet.ArchitectureMixin`).
+``weight_parameters()`` (see :class:`pynas.search.darts.supernet.ArchitectureMixin`).
+A regulariser of the architecture alone (beta-DARTS's beta-decay) adds its gradient to the
+architecture step's; warm-up epochs take weight steps only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +25,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 Batch = tuple[Tensor, Tensor]
+#: a regulariser of the architecture: a scalar tensor from its parameters alone
+Penalty = Callable[[], Tensor]
 
 
 def average_across_processes(tensors: Sequence[Tensor]) -> None:
@@ -87,11 +91,15 @@ def hessian_vector_product(
     ``e = 0.01 / ||v||``."""
     epsilon = 0.01 / torch.cat([v.reshape(-1) for v in vector]).norm()
     alphas = model.arch_parameters()
+    devices = [weights[0].device] if weights[0].device.type == "cuda" else []
     gradients = []
     for sign in (1.0, -1.0):
         with torch.no_grad():
             shifted = {n: w + sign * epsilon * v for n, w, v in zip(names, weights, vector)}
-        loss = _loss(model, train_batch, shifted)
+        # Both sides of the difference draw the same random numbers (DrNAS's Dirichlet
+        # sample), so that it measures the shift of the weights alone.
+        with torch.random.fork_rng(devices=devices):
+            loss = _loss(model, train_batch, shifted)
         gradients.append(_alpha_gradients(loss, alphas))
     return [(plus - minus) / (2 * epsilon) for plus, minus in zip(*gradients)]
 
@@ -189,8 +197,12 @@ class BilevelOptimizer:
         """The SGD momentum buffer of each weight, ``None`` before the first step."""
         return [self.weight_optimizer.state.get(w, {}).get("momentum_buffer") for w in self.weights]
 
-    def arch_step(self, train_batch: Batch, valid_batch: Batch) -> float:
-        """One Adam step on alpha; returns the validation loss it was computed from."""
+    def arch_step(
+        self, train_batch: Batch, valid_batch: Batch, penalty: Penalty | None = None
+    ) -> float:
+        """One Adam step on the architecture; returns the validation loss it was computed
+        from. ``penalty()``, a scalar function of the architecture parameters alone, adds
+        its gradient to the validation loss's."""
         self.model.train()
         if self.order == 1:
             valid_loss = _loss(self.model, valid_batch)
@@ -206,6 +218,9 @@ class BilevelOptimizer:
                 self.weight_decay,
             )
         average_across_processes(gradients)
+        if penalty is not None:
+            extra = _alpha_gradients(penalty(), self.alphas)
+            gradients = [gradient + more for gradient, more in zip(gradients, extra)]
         for alpha, gradient in zip(self.alphas, gradients):
             alpha.grad = gradient
         self.arch_optimizer.step()
@@ -225,10 +240,19 @@ class BilevelOptimizer:
         self.weight_optimizer.step()
         return loss.item(), logits.detach()
 
-    def step(self, train_batch: Batch, valid_batch: Batch) -> dict[str, Any]:
-        """One search iteration: the architecture step, then the weight step (the
-        paper's Algorithm 1)."""
-        valid_loss = self.arch_step(train_batch, valid_batch)
+    def step(
+        self,
+        train_batch: Batch,
+        valid_batch: Batch,
+        update_architecture: bool = True,
+        penalty: Penalty | None = None,
+    ) -> dict[str, Any]:
+        """One search iteration: the architecture step (with ``penalty``, see
+        :meth:`arch_step`; skipped in a warm-up, ``update_architecture=False``, whose
+        validation loss is then NaN), then the weight step (the paper's Algorithm 1)."""
+        valid_loss = float("nan")
+        if update_architecture:
+            valid_loss = self.arch_step(train_batch, valid_batch, penalty)
         train_loss, logits = self.weight_step(train_batch)
         correct = int((logits.argmax(dim=1) == train_batch[1]).sum())
         return {"valid_loss": valid_loss, "train_loss": train_loss, "train_correct": correct}

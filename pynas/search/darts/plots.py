@@ -30,12 +30,13 @@ def plot_alpha_evolution(
     edge_names: Sequence[str],
     path: Path,
 ) -> None:
-    """One panel per edge: the softmax weight of each operation against the epoch.
+    """One panel per edge: the weight of each operation against the epoch.
 
     Parameters
     ----------
     history : per epoch (epoch 0 = the initial logits), a dict whose ``"alphas"`` maps
-        each cell type to its (edges, K) softmax weights.
+        each cell type to its (edges, K) operation weights (the softmax of the logits, or
+        the Dirichlet mean: ``Supernet.operation_weights``).
     kind : the cell type to draw (``"normal"``, ``"reduce"``, ``"cell"``).
     operations : the K operation names; edge_names : the edges' names.
     """
@@ -52,7 +53,7 @@ def plot_alpha_evolution(
         axes.grid(alpha=0.3)
     for axes in panels[len(edge_names) :]:
         axes.axis("off")
-    panels[0].set_ylabel("softmax weight")
+    panels[0].set_ylabel("operation weight")
     handles, labels = panels[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncols=len(operations))
     figure.suptitle(f"architecture weights per edge ({kind} cell) over epochs")
