@@ -106,9 +106,9 @@ def hand_written_forward(model, images, groups):
             states, offset = [cell.preprocess0(s0), cell.preprocess1(s1)], 0
             for _ in range(cell.steps):
                 rows = slice(offset, offset + len(states))
+                offset += len(states)
                 states.append(hand_written_node(cell.edges[rows], states, alpha[rows],
                                                 beta[rows], groups))
-                offset += len(states) - 1
             s0, s1 = s1, torch.cat(states[-cell.multiplier :], dim=1)
         return model.classifier(model.global_pooling(s1).flatten(1))
     x = model.stem(images)

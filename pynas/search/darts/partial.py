@@ -12,8 +12,8 @@ an edge's strength when the cell is discretized is that weight times the operati
 ``softmax(alpha)`` weight. It damps the fluctuation that sampling channels brings.
 
 The weighted sum, the bypass concatenation and the shuffle are one call of
-``pynas.ops.partial_channel_combine`` per node (see :class:`pynas.search.darts.supernet.
-NodeCombine`); this module provides what the edges compute before it.
+``pynas.ops.partial_channel_combine`` per node (``NodeCombine`` in
+:mod:`pynas.search.darts.supernet`); this module provides what the edges compute before it.
 """
 
 from __future__ import annotations
