@@ -337,3 +337,24 @@ def test_pnas_shrinks_its_levels_to_a_small_budget_and_says_so(table, tmp_path, 
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and "give a budget of at least" in error, error
         assert options[0] in error and not (tmp_path / "refused").exists()
+
+
+def test_the_trainer_options_reach_every_evaluation(tmp_path, capsys):
+    table = write_regression_csv(tmp_path / "prices.csv")
+    runs = {}
+    for name, options in (("default", []), ("set", ["--batch-size", "8", "--lr", "0.01"])):
+        out = tmp_path / name
+        code = main(["search", "random", "--dataset", str(table), "--target", "price",
+                     "--budget", "1", "--seed", "4", "--out", str(out), *options])
+        assert code == 0, capsys.readouterr().err
+        runs[name] = json.loads((out / "result.json").read_text())
+    assert (runs["default"]["evaluator"]["batch_size"], runs["default"]["evaluator"]["lr"]) == (
+        32, 0.1)
+    assert (runs["set"]["evaluator"]["batch_size"], runs["set"]["evaluator"]["lr"]) == (8, 0.01)
+    assert runs["set"]["config"]["batch_size"] == 8  # recorded: a resume must repeat it
+    losses = {name: run["best"]["metrics"]["train_loss"] for name, run in runs.items()}
+    assert losses["default"] != losses["set"]
+    # darts has its own learning rates
+    assert main(["search", "darts", "--lr", "0.1", "--out", str(tmp_path / "darts")]) == 2
+    assert "--weight-lr" in capsys.readouterr().err
+    assert not (tmp_path / "darts").exists()

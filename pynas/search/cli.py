@@ -147,6 +147,16 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="training epochs per architecture (default: %(default)s)",
     )
+    evaluation.add_argument(
+        "--batch-size",
+        type=int,
+        help="training examples per step (default: 32; darts: 64 per process, for each half)",
+    )
+    evaluation.add_argument(
+        "--lr",
+        type=float,
+        help="initial learning rate of each training, cosine-annealed (default: 0.1, SGD)",
+    )
     evaluation.add_argument("--device", default="cpu", help="training device (default: cpu)")
     evaluation.add_argument(
         "--benchmark", metavar="FILE", help="a benchmark table (CSV) to read scores from"
@@ -385,11 +395,15 @@ def make_evaluator(args: argparse.Namespace) -> tuple[Evaluator, bool]:
                 seed=args.seed,
                 device=args.device,
             ), False
+        # the trainer's own defaults for what the command leaves unset
+        given = {key: value for key, value in (("batch_size", args.batch_size), ("lr", args.lr))
+                 if value is not None}
         evaluator = TrainEvaluator(
             data_spec(args) if data is None else data,
             epochs=args.epochs,
             device=args.device,
             seed=args.seed,
+            **given,
         )
         return evaluator, False
     if user_function is not None:

@@ -15,6 +15,6 @@ The package, one module per concern (none imports a module that imports it back)
 """
 
 from pynas.search.darts.config import DartsConfig, add_arguments
-from pynas.search.darts.search import run
+from pynas.search.darts.search import check_arguments, run
 
-__all__ = ["DartsConfig", "add_arguments", "run"]
+__all__ = ["DartsConfig", "add_arguments", "check_arguments", "run"]

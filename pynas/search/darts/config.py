@@ -91,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """DARTS's own options (``pynas search`` adds --dataset, --epochs, --seed, --out...)."""
     defaults = DartsConfig()
     # this strategy's defaults for the shared options
-    parser.set_defaults(space=defaults.space, epochs=defaults.epochs)
+    parser.set_defaults(space=defaults.space, epochs=defaults.epochs,
+                        batch_size=defaults.batch_size)
     group = parser.add_argument_group("darts")
     group.add_argument(
         "--order",
@@ -135,12 +136,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=defaults.stem_multiplier,
         help="stem channels = this x C (default: %(default)s)",
-    )
-    group.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help="batch per process, for each half (default: %(default)s)",
     )
     group.add_argument(
         "--weight-lr",

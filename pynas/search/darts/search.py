@@ -47,14 +47,22 @@ _EVALUATION_BATCH = 256
 _HOW_NOT_WHAT = ("data_dir", "device")
 
 
-def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
-    """``pynas search darts``: search, write the run (rank 0), print a summary line."""
+def check_arguments(space: object, args: argparse.Namespace) -> None:
+    """Refuse the command's options that do not apply to darts (before the run
+    directory is created)."""
     for option in ("budget", "budget_seconds", "benchmark", "executor", "workers"):
         if getattr(args, option, None) is not None:
             flag = "--" + option.replace("_", "-")
             raise UsageError(
                 f"{flag} does not apply to darts, which trains one supernet for --epochs"
             )
+    if getattr(args, "lr", None) is not None:
+        raise UsageError("darts has two learning rates: give --weight-lr and --arch-lr")
+
+
+def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
+    """``pynas search darts``: search, write the run (rank 0), print a summary line."""
+    check_arguments(None, args)  # for callers that skipped the command's own check
     from pynas.search.cli import load_data, retrain_line  # the command line imports this
 
     config = DartsConfig.from_args(args)
