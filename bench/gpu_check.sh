@@ -3,7 +3,7 @@
 # scikit-build-core but no network, build pynas with its CUDA kernels, then run the CUDA
 # tests and the op, sampling and DARTS-step benchmarks, and end with one summary table.
 # With $OUT set, everything is also written to $OUT/gpu_check.log. Each step has a time
-# limit; all of them together stay under 8 minutes.
+# limit; all of them together stay under 9 minutes.
 #   usage: [PYTHON=python3] [OUT=dir] bench/gpu_check.sh
 set -uo pipefail  # no -e: a failed step is recorded and the next one still runs
 
@@ -45,6 +45,7 @@ main() {
   step tests 80 "$python" -m pytest -q -m cuda -p no:cacheprovider "$repo/tests"
   step ops 90 "$python" -m pynas bench ops --device cuda
   step sample 40 "$python" -m pynas bench sampling --device cuda
+  step partial 40 "$python" -m pynas bench partial --device cuda
   step darts 100 "$python" -m pynas bench darts_step --device cuda --config paper --orders 1 \
     --repeats 3
 
