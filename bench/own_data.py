@@ -61,7 +61,40 @@ def run_images(work: Path, per_class_train: int, per_class_test: int) -> dict:
     seconds = pynas("search", "evolution", "--dataset", str(folder), "--budget", "10",
                     "--epochs", "2", "--out", str(run), "--overwrite")
     pynas("train", str(run), "--export", str(run / "export"))
-    return row("images", f"Fashion-MNIST PNGs ({10 * per_class_train} train)", run, seconds)
+    result = row("images", f"Fashion-MNIST PNGs ({10 * per_class_train} train)", run, seconds)
+    result["ONNX test, without pynas"] = onnx_accuracy(run / "export" / "model.onnx",
+                                                       folder / "test")
+    return result
+
+
+# Runs in a fresh interpreter where `import pynas` fails (None in sys.modules): reads the
+# test PNGs with Pillow, runs the exported ONNX model with onnxruntime, prints the accuracy.
+# Classes are numbered in sorted folder order, as pynas numbers them. argv: model, folder.
+ONNX_WITHOUT_PYNAS = r"""
+import sys
+sys.modules["pynas"] = None
+from pathlib import Path
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+classes = sorted(path for path in Path(sys.argv[2]).iterdir() if path.is_dir())
+images, labels = [], []
+for label, folder in enumerate(classes):
+    for file in sorted(folder.iterdir()):
+        images.append(np.asarray(Image.open(file).convert("L"), dtype=np.float32)[None])
+        labels.append(label)
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+logits = session.run(None, {session.get_inputs()[0].name: np.stack(images)})[0]
+print(100 * float((logits.argmax(axis=1) == np.array(labels)).mean()))
+"""
+
+
+def onnx_accuracy(model: Path, test_folder: Path) -> str:
+    """Test accuracy of the exported ONNX model, run in a process without pynas."""
+    child = subprocess.run([sys.executable, "-I", "-c", ONNX_WITHOUT_PYNAS, str(model),
+                            str(test_folder)], check=True, capture_output=True, text=True)
+    return f"test_acc {float(child.stdout.split()[-1]):.4g}"
 
 
 def run_table(work: Path, split_seed: int) -> dict:

@@ -10,10 +10,11 @@ import torch
 from pynas.cli import main
 from pynas.errors import UsageError
 from pynas.search.evolution import RegularizedEvolution
+from pynas.search.pnas import progression_for
 from pynas.search.random_search import random_arch
 from pynas.spaces import SPACES, HierarchicalFlatSpace, HierarchicalSpace, get_space
 from pynas.spaces.base import Arch, SearchSpace
-from pynas.spaces.hierarchical import PRIMITIVES, draw_hierarchical
+from pynas.spaces.hierarchical import PRIMITIVES, draw_hierarchical, motif_edges
 from pynas.spaces.program import StepKind, decision_program
 
 SPACE = HierarchicalSpace()
@@ -349,3 +350,72 @@ def test_evolution_searches_the_space_end_to_end_and_resumes(tmp_path, monkeypat
     best = space.from_genotype(result["best"]["genotype"])
     assert space.to_string(best) == result["best"]["arch"]
     assert all(path.is_file() for path in space.draw(best, out))
+
+
+@pytest.mark.parametrize("space, levels", [(SPACE, 22), (FLAT, 10), (DEEP, 3 * 2 + 2 * 1 + 3)])
+def test_pnas_grows_each_motif_node_by_node_bottom_up_keeping_what_it_chose(space, levels):
+    progression = progression_for(space)
+    assert progression.levels == levels
+    assert progression.steps == sorted(progression.steps)  # lower levels first
+    top = space.levels
+    rng = random.Random(3)
+    children = progression.first_level()
+    parent = None
+    for depth, (level, motif, node) in enumerate(progression.steps, start=1):
+        assert len(set(children)) == len(children) > 0
+        for child in children:
+            space.validate(child)
+            progression.tokens(child)
+        child = rng.choice(children)
+        choices = space.motif_choices(child)
+        if parent is not None:
+            # every motif finished at an earlier level is kept as it was
+            for earlier_level in range(2, level):
+                assert choices[earlier_level] == space.motif_choices(parent)[earlier_level]
+            assert choices[level][:motif] == space.motif_choices(parent)[level][:motif]
+        if level < top:
+            # the cell is the growing motif alone: one edge from input to output, up to it
+            for upper in range(level + 1, top + 1):
+                carried = motif + 1 if upper == level + 1 else 1
+                expected = [carried if edge == (0, space.nodes[upper - 2] - 1) else 0
+                            for edge in motif_edges(space.nodes[upper - 2])]
+                assert choices[upper][0] == expected
+        if level == 2 and node < space.nodes[0] - 1:
+            # the nodes not chosen yet pass node `node` on to the output: identity chain
+            values = dict(zip(motif_edges(space.nodes[0]), choices[2][motif]))
+            identity = 1 + PRIMITIVES.index("identity")
+            for (source, target), value in values.items():
+                if target > node:
+                    assert value == (identity if source == target - 1 else 0)
+        parent = child
+        children = progression.children(child, depth)
+    assert children == []
+
+
+def test_pnas_children_per_level_with_the_papers_settings_and_a_seeded_sample_beyond():
+    progression = progression_for(SPACE)
+    rng = random.Random(0)
+    counts = []
+    children = progression.first_level()
+    for depth in range(1, progression.levels + 1):
+        counts.append(len(children))
+        children = progression.children(rng.choice(children), depth)
+    assert counts == [7, 49, 343] * 6 + [6 * 7, 6 * 49, 6 * 343, 7 ** 4]
+    flat = progression_for(FLAT)
+    parent = flat.first_level()[3]
+    for depth in range(1, 5):
+        parent = flat.children(parent, depth)[-1]
+    sample = flat.children(parent, 5)  # node 6: 7**6 children, more than max_children
+    assert len(sample) == flat.max_children == len(set(sample))
+    assert sample == flat.children(parent, 5)
+
+
+def test_pnas_searches_the_space_end_to_end(tmp_path, monkeypatch, capsys, one_thread):
+    monkeypatch.setitem(SPACES, "hierarchical", TinyHierarchical)
+    out = tmp_path / "run"
+    assert main(["search", "pnas", "--space", "hierarchical", "--dataset", "digits",
+                 "--epochs", "1", "--limit-train", "64", "--surrogate", "mlp", "--budget",
+                 "5", "--out", str(out)]) == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "hierarchical" and result["evaluations"] == 5
+    assert (out / "level3_motifs.png").is_file() and (out / "rank_correlation.json").is_file()

@@ -12,7 +12,9 @@ A :class:`Progression` says what a level is in one space:
   :class:`CellProgression`;
 - ``nb201``: node by node (:class:`NB201Progression`), so that PNAS runs on the
   NAS-Bench-201 table;
-- ``mlp``: layer by layer (:class:`MLPProgression`).
+- ``mlp``: layer by layer (:class:`MLPProgression`);
+- ``hierarchical`` and ``hierarchical-flat``: motif by motif, node by node, bottom-up
+  (:class:`HierarchicalProgression`).
 
 At each level after the first, the Spearman rank correlation between the predicted and
 the observed accuracies of the newly evaluated cells is recorded (the paper's figure 4);
@@ -42,6 +44,8 @@ from pynas.search.loop import Budget, run_search
 from pynas.search.random_search import set_random_state
 from pynas.search.surrogate import KINDS, SurrogateEnsemble, TokenRows
 from pynas.spaces.base import Arch, SearchSpace
+from pynas.spaces.hierarchical import PRIMITIVES as HIERARCHICAL_PRIMITIVES
+from pynas.spaces.hierarchical import motif_edges
 from pynas.spaces.mlp import ACTIVATIONS as MLP_ACTIVATIONS
 from pynas.spaces.mlp import DROPOUTS as MLP_DROPOUTS
 from pynas.spaces.mlp import WIDTHS as MLP_WIDTHS
@@ -245,9 +249,116 @@ class MLPProgression(Progression):
         return self.space.canonical(arch)
 
 
+class HierarchicalProgression(Progression):
+    """The hierarchical spaces bottom-up, motif by motif, node by node: one level of the
+    progression chooses the edges into one node of one motif, lowest motif level first
+    (level-2 motifs 0, 1, .., then the level-3 motif), so 22 levels with the paper's
+    settings (6 motifs of 3 nodes after the input, then 4) and 10 for the flat variant.
+
+    Each partial architecture is a real one of the space, whose cell computes what the
+    chosen nodes compute:
+
+    - while motif ``m`` of level ``l`` grows, the cell is that motif alone: the top-level
+      motif (and every level between) holds one edge, input to output, carrying motif
+      ``m`` of the level below (motif 0 of the levels between);
+    - a level-2 motif grown up to node ``j`` passes node ``j`` on to its output through a
+      chain of ``identity`` edges, as :class:`NB201Progression` does with skip;
+    - a motif above level 2 has no identity among its options (they are the motifs of the
+      level below), so its growth up to node ``j`` also chooses the motif on the edge
+      from node ``j`` to the output (6 options); the last node's level chooses every edge
+      into the output freely.
+
+    Children per parent with the defaults: 7, 49 and 343 for a level-2 motif's nodes;
+    42, 294, 2058 and 2401 for the level-3 motif's. Past :attr:`max_children` (from the
+    5th node of the flat variant's motif on) a parent gets a fixed sample of that many,
+    seeded with the parent.
+
+    Tokens: one row per decision, ``[decision, decisions + value]``.
+    """
+
+    max_children = 4096
+    width = 2
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        #: (level, motif, node): what each level of the progression chooses, in order
+        self.steps = [(level, motif, node) for level in space.level_numbers
+                      for motif in range(space.motifs[level - 2])
+                      for node in range(1, space.nodes[level - 2])]
+        self.levels = len(self.steps)
+        self.decisions = len(space.num_choices)
+        self.vocabulary_size = self.decisions + max(space.num_choices)
+        self._identity = 1 + HIERARCHICAL_PRIMITIVES.index("identity")
+
+    def _position(self, level: int, motif: int, edge: tuple[int, int]) -> int:
+        nodes = self.space.nodes[level - 2]
+        return self.space.first_decision(level, motif) + motif_edges(nodes).index(edge)
+
+    def _grow(self, parent: Arch, step: int) -> list[Arch]:
+        """The architectures of progression level ``step + 1`` grown from ``parent``."""
+        level, motif, node = self.steps[step]
+        nodes = self.space.nodes[level - 2]
+        output = nodes - 1
+        base = list(parent)
+        # forget the filler of the earlier growth of this motif, and everything later
+        for target in range(node, nodes):
+            for source in range(target):
+                base[self._position(level, motif, (source, target))] = 0
+        for later_motif in range(motif + 1, self.space.motifs[level - 2]):
+            for edge in motif_edges(nodes):
+                base[self._position(level, later_motif, edge)] = 0
+        for source in range(node - 1):  # the edge to the output chosen with the last node
+            base[self._position(level, motif, (source + 1, output))] = 0
+        # the cell is this motif alone
+        for upper in range(level + 1, self.space.levels + 1):
+            upper_nodes = self.space.nodes[upper - 2]
+            for upper_motif in range(self.space.motifs[upper - 2]):
+                for edge in motif_edges(upper_nodes):
+                    base[self._position(upper, upper_motif, edge)] = 0
+            carried = motif + 1 if upper == level + 1 else 1
+            base[self._position(upper, 0, (0, upper_nodes - 1))] = carried
+        options = len(self.space.operations(level))
+        into_node = [self._position(level, motif, (source, node)) for source in range(node)]
+        # the edge from the new node to the output: identity chain on level 2, chosen above
+        chained = node < output and level == 2
+        to_output = None if node == output else self._position(level, motif, (node, output))
+        extra = options - 1 if to_output is not None and not chained else 1
+        count = options ** len(into_node) * extra
+        indices: Sequence[int] = range(count)
+        if count > self.max_children:
+            indices = sorted(random.Random(repr((parent, step))).sample(indices,
+                                                                        self.max_children))
+        children = []
+        for index in indices:
+            arch = list(base)
+            code, choice = divmod(index, extra)
+            for position in into_node:
+                code, arch[position] = divmod(code, options)
+            if chained:
+                for target in range(node + 1, nodes):
+                    arch[self._position(level, motif, (target - 1, target))] = self._identity
+            elif to_output is not None:
+                arch[to_output] = 1 + choice
+            children.append(tuple(arch))
+        return children
+
+    def first_level(self) -> list[Arch]:
+        return self._grow((0,) * self.decisions, 0)
+
+    def children(self, arch: Arch, level: int) -> list[Arch]:
+        if level >= self.levels:
+            return []
+        return self._grow(arch, level)
+
+    def tokens(self, arch: Arch) -> TokenRows:
+        return [[position, self.decisions + value] for position, value in enumerate(arch)]
+
+
 def progression_for(space: SearchSpace) -> Progression:
     """The progression of ``space``; a :class:`UsageError` for a space without one."""
-    progressions = {"pnas": CellProgression, "nb201": NB201Progression, "mlp": MLPProgression}
+    progressions = {"pnas": CellProgression, "nb201": NB201Progression, "mlp": MLPProgression,
+                    "hierarchical": HierarchicalProgression,
+                    "hierarchical-flat": HierarchicalProgression}
     if space.name not in progressions:
         raise UsageError(
             f"pnas searches the spaces {', '.join(progressions)}; {space.name!r} has no "
@@ -520,9 +631,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--budget is too small, said on stderr)")
     parser.add_argument("--levels", type=int,
                         help="levels to search: blocks per cell in the pnas space, nodes in "
-                             "nb201, layers in mlp (default: every level of the space: 5 "
-                             "blocks, 3 nb201 nodes, 4 mlp layers; fewer when --budget is too "
-                             "small, said on stderr)")
+                             "nb201, layers in mlp, motif nodes in hierarchical (default: "
+                             "every level of the space: 5 blocks, 3 nb201 nodes, 4 mlp layers, "
+                             "22 hierarchical motif nodes; fewer when --budget is too small, "
+                             "said on stderr)")
     parser.add_argument("--initial", type=int,
                         help="first-level cells to evaluate, a random sample (default: all, "
                              "or what --budget leaves after the later levels)")

@@ -42,7 +42,8 @@ Decisions: for each level from 2 up, each motif in turn, the edges ``(i, j)`` or
 
 Mutation (section 3.1): :meth:`HierarchicalSpace.mutate` picks a level, a motif of it, a
 successor node ``j``, a predecessor ``i < j``, and gives edge ``(i, j)`` another operation;
-regularized evolution uses it.
+regularized evolution uses it. Progressive search (PNAS) grows the motifs node by node,
+lowest level first (:class:`pynas.search.pnas.HierarchicalProgression`).
 
 String: levels joined by ``" ; "``, each ``levelL:`` then its motifs in parentheses; in a
 motif, the nodes ``j = 1 ..`` joined by ``" | "``, each the operations of its edges from
@@ -262,6 +263,10 @@ class HierarchicalSpace(SearchSpace):
             for motif in range(self.motifs[level - 2]):
                 self._first_decision[level, motif] = position
                 position += len(motif_edges(self.nodes[level - 2]))
+
+    def first_decision(self, level: int, motif: int) -> int:
+        """The position of the first decision of motif ``motif`` of level ``level``."""
+        return self._first_decision[level, motif]
 
     @property
     def level_numbers(self) -> range:
