@@ -30,6 +30,7 @@ from typing import Any
 from pynas.errors import UsageError
 from pynas.evaluate.base import Evaluator
 from pynas.spaces.base import Arch, SearchSpace
+from pynas.threads import plan_threads, usable_cpus
 
 #: Test-only knob: seconds to sleep before each evaluation, so that tests can kill a
 #: search in the middle of one.
@@ -84,10 +85,10 @@ def _plain(value: Any) -> Any:
     return float(value)
 
 
-def threads_per_worker(workers: int, cpus: int | None = None) -> int:
-    """Torch threads for each of ``workers`` processes sharing ``cpus`` cores."""
-    cpus = cpus or os.cpu_count() or 1
-    return max(1, cpus // workers)
+def threads_per_worker(workers: int, threads: int | None = None) -> int:
+    """Torch threads for each of ``workers`` processes: ``threads`` (the search's total,
+    ``--threads``) divided among them, or the free cores (see :mod:`pynas.threads`)."""
+    return plan_threads(threads, workers).per_process
 
 
 class Executor(ABC):
@@ -177,25 +178,30 @@ class ProcessPoolExecutor(Executor):
     """Warm worker processes on this machine (``--executor pool --workers N``).
 
     Each worker is a spawned process that receives the space and the evaluator once, when
-    it starts, and then evaluates one trial at a time with ``max(1, cpus // workers)``
-    torch threads. A worker that dies (``os._exit``, a segfault, the OOM killer) fails its
-    trial and is replaced.
+    it starts, and then evaluates one trial at a time with ``threads`` torch threads
+    (default: the free cores divided among the workers, see :mod:`pynas.threads`). A
+    worker that dies (``os._exit``, a segfault, the OOM killer) fails its trial and is
+    replaced.
 
     Parameters
     ----------
     workers
-        Number of processes; default: one per CPU.
+        Number of processes; default: one per usable CPU.
+    threads
+        Torch threads of each worker; default: see :func:`threads_per_worker`.
     """
 
-    def __init__(self, workers: int | None = None) -> None:
-        self.capacity = workers or os.cpu_count() or 1
+    def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
+        self.capacity = workers or len(usable_cpus())
         if self.capacity < 1:
             raise UsageError(f"--workers must be at least 1, got {workers}")
+        self._threads = threads
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_PoolWorker] = []
 
     def start(self, space: SearchSpace, evaluator: Evaluator) -> None:
-        self._arguments = (space, evaluator, threads_per_worker(self.capacity))
+        threads = self._threads or threads_per_worker(self.capacity)
+        self._arguments = (space, evaluator, threads)
         self._workers = [self._spawn() for _ in range(self.capacity)]
 
     def _spawn(self) -> _PoolWorker:
@@ -299,10 +305,12 @@ class RayExecutor(Executor):
         ``"ray://head:10001"``); default: start a local Ray instance.
     num_cpus
         CPUs of the local instance (ignored with ``address``); default: all.
+    threads
+        Torch threads of each actor; default: the cluster's CPUs divided among them.
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None,
-                 num_cpus: int | None = None) -> None:
+                 num_cpus: int | None = None, threads: int | None = None) -> None:
         try:
             import ray
         except ImportError:
@@ -311,6 +319,7 @@ class RayExecutor(Executor):
             ) from None
         self._ray = ray
         self._workers, self._address, self._num_cpus = workers, address, num_cpus
+        self._threads = threads
         self._actors: list[Any] = []
         self._running: dict[Any, tuple[int, int]] = {}  # object ref -> (trial, actor index)
         self._started_ray = False
@@ -333,7 +342,7 @@ class RayExecutor(Executor):
         )
         # one copy of each in the object store, fetched by every actor when it starts
         self._actor_arguments = (
-            ray.put(space), ray.put(evaluator), threads_per_worker(self.capacity, cpus)
+            ray.put(space), ray.put(evaluator), self._threads or max(1, cpus // self.capacity)
         )
         self._actors = [self._new_actor() for _ in range(self.capacity)]
         self._idle = list(range(self.capacity))

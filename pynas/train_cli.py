@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from pynas.data import CLASSIFICATION, TASKS
 from pynas.retrain import (
     DARTS_DEFAULTS,
@@ -26,6 +28,7 @@ from pynas.retrain import (
     train,
 )
 from pynas.search.cli import _image_size, _names  # the data options parse as in search
+from pynas.threads import plan_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     training.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     training.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    training.add_argument(
+        "--threads", type=int, metavar="N",
+        help="CPU threads (default: $PYNAS_THREADS, $OMP_NUM_THREADS, or the cores free when "
+             "it starts)")
     darts = parser.add_argument_group("darts space", "the paper's evaluation network and extras")
     darts.add_argument(
         "--channels", type=int,
@@ -148,6 +155,10 @@ def summary_line(trained: TrainedModel) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """``pynas train``: train, test, save, optionally export; prints the test score."""
+    plan = plan_threads(args.threads)
+    torch.set_num_threads(plan.per_process)
+    if plan.note() is not None:
+        print(f"pynas: {plan.note()}", file=sys.stderr)
     trained = train(
         args.run,
         args.dataset,

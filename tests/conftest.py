@@ -19,3 +19,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """``pynas search`` and ``pynas train`` set torch's threads (pynas.threads): a test
+    that runs them in this process leaves the next test the threads it found."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

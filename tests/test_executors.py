@@ -74,10 +74,10 @@ def run_all(executor: Executor, archs: list[tuple[int, ...]]) -> dict[int, Compl
     return done
 
 
-def test_threads_per_worker():
-    assert threads_per_worker(2, cpus=8) == 4
-    assert threads_per_worker(3, cpus=8) == 2
-    assert threads_per_worker(16, cpus=8) == 1
+def test_threads_per_worker_divides_the_total_among_the_workers():
+    assert threads_per_worker(2, threads=8) == 4
+    assert threads_per_worker(3, threads=8) == 2
+    assert threads_per_worker(16, threads=8) == 1
 
 
 def test_serial_executor_reports_errors_and_keeps_going():
@@ -91,7 +91,7 @@ def test_serial_executor_reports_errors_and_keeps_going():
 
 def test_pool_workers_are_warm_and_get_the_evaluator_once():
     ProbeEvaluator.pickles = 0
-    with ProcessPoolExecutor(2) as executor:
+    with ProcessPoolExecutor(2, threads=3) as executor:
         executor.start(SPACE, ProbeEvaluator())
         done = run_all(executor, [arch_with(0, first) for first in range(5)] * 2)
     assert ProbeEvaluator.pickles == 2  # once per worker, not once per trial
@@ -99,7 +99,7 @@ def test_pool_workers_are_warm_and_get_the_evaluator_once():
     pids = {c.metrics["pid"] for c in done.values()}
     assert len(pids) == 2 and os.getpid() not in pids
     assert {c.worker.rsplit(":", 1)[1] for c in done.values()} == {str(p) for p in pids}
-    assert {c.metrics["threads"] for c in done.values()} == {threads_per_worker(2)}
+    assert {c.metrics["threads"] for c in done.values()} == {3}
 
 
 def test_pool_survives_failing_and_dying_evaluations():

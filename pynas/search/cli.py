@@ -34,6 +34,7 @@ from pynas.plots import test_counterpart
 from pynas.runs import RunDirectory
 from pynas.search.loop import Budget, run_search
 from pynas.spaces import SPACES, SearchSpace, get_space
+from pynas.threads import plan_threads, usable_cpus
 
 #: ``pynas search NAME`` -> the module implementing it (see the module docstring)
 STRATEGIES: dict[str, str] = {
@@ -56,6 +57,8 @@ _HOW_NOT_WHAT = {
     "executor",
     "workers",
     "ray_address",
+    "threads",
+    "threads_per_process",
     "device",
     "command",
     "version",
@@ -202,6 +205,14 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     execution.add_argument(
         "--ray-address", metavar="ADDRESS", help="a Ray cluster to use (default: start Ray locally)"
     )
+    execution.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads of the search, divided among --workers (default: $PYNAS_THREADS, "
+        "$OMP_NUM_THREADS, or the cores free when it starts: a core another process keeps "
+        "busy would stall every parallel step)",
+    )
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -237,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     # The data is read and checked, and the space chosen, before the run directory is
     # created: bad input leaves nothing behind.
     prepare_inputs(args)
+    use_threads(args)
     if hasattr(module, "run"):
         # under torchrun only rank 0 owns (and writes) the run directory
         owns_run = os.environ.get("RANK", "0") == "0"
@@ -248,6 +260,22 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(retrain_line(run_dir.path))
     return 0
+
+
+def use_threads(args: argparse.Namespace) -> None:
+    """Set this process's torch threads, and ``args.threads_per_process`` for the
+    workers, from ``--threads`` or the free cores (:mod:`pynas.threads`); one line on
+    stderr when busy cores leave fewer."""
+    workers = 1
+    if (args.executor or ("pool" if (args.workers or 1) > 1 else "serial")) != "serial":
+        workers = args.workers or len(usable_cpus())
+    import torch
+
+    plan = plan_threads(args.threads, workers)
+    torch.set_num_threads(plan.per_process)
+    args.threads_per_process = plan.per_process
+    if plan.note() is not None:
+        print(f"pynas: {plan.note()}", file=sys.stderr)
 
 
 def retrain_line(path: Path) -> str:
@@ -431,9 +459,10 @@ def make_executor(args: argparse.Namespace) -> Executor:
         if (args.workers or 1) > 1:
             raise UsageError("--workers above 1 needs --executor pool or ray")
         return SerialExecutor()
+    threads = getattr(args, "threads_per_process", None)
     if name == "pool":
-        return ProcessPoolExecutor(args.workers)
-    return RayExecutor(args.workers, address=args.ray_address)
+        return ProcessPoolExecutor(args.workers, threads=threads)
+    return RayExecutor(args.workers, address=args.ray_address, threads=threads)
 
 
 def summary_line(result: dict[str, Any], path: Path) -> str:
