@@ -1,12 +1,13 @@
 """Search strategies on the NAS-Bench-201 table, against the paper's figures.
 
-Runs every strategy of :data:`ROWS` for ``--seeds`` seeds (0, 1, ...) and ``--budget``
-evaluations with reward ``cifar10_valid`` (validation accuracy after 200 epochs, mean of
-3 seeds) through the Python API behind ``pynas search`` (``pynas.search.cli.search``,
-no subprocess), each in a throwaway run directory. Prints a markdown table of the mean
-± standard deviation of the test accuracies of the cell each run found, beside the
-optimum of the table and the NAS-Bench-201 paper's CIFAR-10 figures (Dong & Yang, ICLR
-2020, Table 5). Run as ``pynas bench nb201`` or ``python bench/nb201.py``.
+Runs every strategy of :data:`ROWS` for ``--seeds`` seeds (from ``--first-seed``) and
+``--budget`` evaluations with reward ``cifar10_valid`` (validation accuracy after 200
+epochs, mean of 3 seeds) through the Python API behind ``pynas search``
+(``pynas.search.cli.search``, no subprocess), each in a throwaway run directory. Prints
+a markdown table of the mean ± standard deviation of the test accuracies of the cell
+each run found, beside the optimum of the table and the NAS-Bench-201 paper's CIFAR-10
+figures (Dong & Yang, ICLR 2020, Table 5). Run as ``pynas bench nb201`` or ``python
+bench/nb201.py``.
 
 DARTS is not a table search: ``--strategies darts`` trains the nb201 supernet (``pynas
 search darts --space nb201``, first order, the defaults otherwise) for each variant of
@@ -83,13 +84,13 @@ DARTS_VARIANTS: dict[str, tuple[str, Callable[[int], dict[str, Any]], str]] = {
 PARAMETER_FREE = ("skip_connect", "none")
 
 
-def run_strategy(strategy: str, options: list[str], table: Path, seeds: int, budget: int,
+def run_strategy(strategy: str, options: list[str], table: Path, seeds: range, budget: int,
                  work_dir: Path) -> list[dict[str, float]]:
     """The metrics of the best cell of each seed's search."""
     parser = argparse.ArgumentParser()
     search_cli.add_arguments(parser)
     found = []
-    for seed in range(seeds):
+    for seed in seeds:
         args = parser.parse_args([
             strategy, "--benchmark", str(table), "--metric", REWARD, "--budget", str(budget),
             "--seed", str(seed), "--out", str(work_dir / f"{strategy}-{seed}"), *options,
@@ -171,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the NAS-Bench-201 CSV (default: ../shared/data/nb201/nb201.csv "
                              "beside the repository)")
     parser.add_argument("--seeds", type=int, default=20, help="runs per strategy (default 20)")
+    parser.add_argument("--first-seed", type=int, default=100,
+                        help="the first seed of the table searches (default 100: the defaults "
+                             "were chosen on seeds 0-9)")
     parser.add_argument("--budget", type=int, default=100,
                         help="evaluations per run (default 100)")
     strategies = [row[1] for row in ROWS] + ["darts"]
@@ -193,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--darts-dataset", default="digits",
                         help="the dataset DARTS trains its supernet on (default digits)")
     args = parser.parse_args(argv)
-    if args.darts_workers < 1 or args.darts_first_seed < 0:
-        raise UsageError(f"--darts-workers must be at least 1 and --darts-first-seed at least "
-                         f"0, got {args.darts_workers} and {args.darts_first_seed}")
+    if args.darts_workers < 1 or args.darts_first_seed < 0 or args.first_seed < 0:
+        raise UsageError(f"--darts-workers must be at least 1, --first-seed and "
+                         f"--darts-first-seed at least 0, got {args.darts_workers}, "
+                         f"{args.first_seed} and {args.darts_first_seed}")
     if args.seeds < 1 or args.darts_seeds < 0 or args.darts_epochs < 1:
         raise UsageError(f"--seeds and --darts-epochs must be at least 1 and --darts-seeds at "
                          f"least 0, got {args.seeds}, {args.darts_epochs} and {args.darts_seeds}")
@@ -206,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise UsageError(f"the table {args.table} lacks the columns {', '.join(missing)}")
 
-    print(f"NAS-Bench-201: reward {REWARD}, {args.budget} evaluations, {args.seeds} seeds; "
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    print(f"NAS-Bench-201: reward {REWARD}, {args.budget} evaluations, seeds {seeds.start}-"
+          f"{seeds.stop - 1}; "
           "test accuracy (%) of the cell found, mean ± std over seeds\n")
     print("| strategy | " + " | ".join(TEST_COLUMNS.values()) + " | paper, CIFAR-10 test |")
     print("|---" * (len(TEST_COLUMNS) + 2) + "|")
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             if strategy not in args.strategies:
                 continue
             if strategy in search_cli.STRATEGIES:
-                found = run_strategy(strategy, options, args.table, args.seeds, args.budget,
+                found = run_strategy(strategy, options, args.table, seeds, args.budget,
                                      Path(work_dir))
             else:
                 found = []
