@@ -15,6 +15,7 @@ BENCHMARKS = {
     "surrogate": "PNAS surrogates' rank correlation on NAS-Bench-301 cells",
     "own_data": "searches on your own files: Fashion-MNIST as PNG folders, diabetes as CSV",
     "hierarchical": "hierarchical against flat space, random search and evolution, on digits",
+    "load": "a DARTS search idle and beside busy processes: pynas's threads against all cores",
 }
 
 
