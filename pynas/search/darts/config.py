@@ -18,10 +18,11 @@ class DartsConfig:
     """Everything a DARTS search computes from (the Python API behind the command).
 
     The defaults are small enough for the digits dataset on two CPU cores in a few
-    minutes; the paper's CIFAR-10 search is ``channels=16, layers=8, epochs=50``. Every
-    cure for the collapse is off by default (see :mod:`pynas.search.darts.cures`);
-    PC-DARTS's CIFAR-10 search is ``partial_channels=4, edge_normalization=True,
-    warmup_epochs=15`` (with ``batch_size=256``).
+    minutes; the paper's CIFAR-10 search is ``channels=16, layers=8, epochs=50``. Of the
+    cures for the collapse (see :mod:`pynas.search.darts.cures`) beta-decay is on by
+    default (``beta_decay=0`` is the paper's DARTS), the others off; PC-DARTS's CIFAR-10
+    search is ``partial_channels=4, edge_normalization=True, warmup_epochs=15`` (with
+    ``batch_size=256``).
     """
 
     space: str = "darts"
@@ -44,8 +45,10 @@ class DartsConfig:
     partial_channels: int = 1
     #: PC-DARTS: a softmax-normalised weight per edge over each node's inputs
     edge_normalization: bool = False
-    #: beta-DARTS: the final weight of the beta-decay regularization (0: off)
-    beta_decay: float = 0.0
+    #: beta-DARTS: the final weight of the beta-decay regularization (0: off, the paper's
+    #: DARTS). On by default: the one cure that never collapsed where plain DARTS does
+    #: (bench/RESULTS.md, "DARTS collapse")
+    beta_decay: float = 50.0
     #: DARTS-: an identity path beside each normal edge, decaying from 1 to 0
     aux_skip: bool = False
     #: weight-only epochs before the architecture moves
@@ -156,7 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Adam learning rate of the architecture (default: %(default)s)",
     )
     cures = parser.add_argument_group(
-        "darts: cures for the collapse to parameter-free operations (all off by default)"
+        "darts: cures for the collapse to parameter-free operations (beta-decay on by "
+        "default, the others off)"
     )
     cures.add_argument(
         "--partial-channels",
@@ -178,7 +182,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="W",
         default=defaults.beta_decay,
         help="beta-DARTS: add lambda * mean over edges of logsumexp(alpha) to the "
-        "architecture loss, lambda rising linearly from 0 to W (default: %(default)s, off)",
+        "architecture loss, lambda rising linearly from 0 to W (default: %(default)s, "
+        "beta-DARTS's NAS-Bench-201 setting, chosen because plain DARTS collapses where it "
+        "does not; 0: the paper's DARTS)",
     )
     cures.add_argument(
         "--aux-skip",

@@ -1,6 +1,7 @@
 """Cures for the collapse of DARTS to parameter-free operations.
 
-Each is an option of ``pynas search darts`` (off by default) on both supernets:
+Each is an option of ``pynas search darts`` on both supernets; beta-decay is on by default
+(chosen by measurement, see ``bench/RESULTS.md``), the others off:
 
 - ``--beta-decay W``: the beta-decay regularization of beta-DARTS (Ye et al., CVPR 2022):
   the architecture loss gains ``lambda * mean_e logsumexp(alpha_e)`` (:func:`beta_decay`),

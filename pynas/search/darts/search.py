@@ -58,6 +58,7 @@ def check_arguments(space: object, args: argparse.Namespace) -> None:
             )
     if getattr(args, "lr", None) is not None:
         raise UsageError("darts has two learning rates: give --weight-lr and --arch-lr")
+    DartsConfig.from_args(args).check()
 
 
 def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
