@@ -185,8 +185,12 @@ def search(
     progress : show a progress bar on stderr.
     **options : the command's options with underscores: ``budget``, ``space``, ``epochs``,
         ``seed``, ``out``, ``resume``, ``overwrite``, ``executor``, ``workers``, ``task``,
-        ``target``, ``metric`` (the key of ``evaluate``'s dict that is the score), ...
-        (``pynas search STRATEGY --help`` lists them).
+        ``target``, ``metric`` (the key of ``evaluate``'s dict that is the score),
+        ``max_params`` and ``max_flops`` (numbers, or text with SI suffixes: ``"2M"``),
+        ``max_latency_ms``, ``measure_latency``, ... (``pynas search STRATEGY --help``
+        lists them). Candidates that break a ``max_`` limit are never trained; every
+        trial's metrics hold its costs (``params``, ``flops``,
+        ``peak_activation_bytes``, see :mod:`pynas.costs`).
 
     Returns
     -------

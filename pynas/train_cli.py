@@ -157,8 +157,6 @@ def run(args: argparse.Namespace) -> int:
     """``pynas train``: train, test, save, optionally export; prints the test score."""
     plan = plan_threads(args.threads)
     torch.set_num_threads(plan.per_process)
-    if plan.note() is not None:
-        print(f"pynas: {plan.note()}", file=sys.stderr)
     trained = train(
         args.run,
         args.dataset,
@@ -192,4 +190,6 @@ def run(args: argparse.Namespace) -> int:
     if args.export:
         line += "; exported " + ", ".join(str(path) for path in export_paths(args.export))
     print(line)
+    if plan.note() is not None:  # after the training's checks, so an error stays one line
+        print(f"pynas: {plan.note()}", file=sys.stderr)
     return 0

@@ -22,9 +22,13 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """``pynas search`` and ``pynas train`` set torch's threads (pynas.threads): a test
-    that runs them in this process leaves the next test the threads it found."""
+def fixed_threads(monkeypatch):
+    """``pynas search`` and ``pynas train`` choose torch's threads from the free cores
+    (pynas.threads) and say so on stderr when some are busy: the tests fix the choice
+    (``PYNAS_THREADS``, which tests/test_threads.py removes to test it), so that what they
+    print does not depend on the machine's load, and each test leaves the next one the
+    threads it found."""
     threads = torch.get_num_threads()
+    monkeypatch.setenv("PYNAS_THREADS", str(threads))
     yield
     torch.set_num_threads(threads)

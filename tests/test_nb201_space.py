@@ -3,6 +3,7 @@ import ast
 import csv
 import itertools
 import json
+import random
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from pynas.errors import UsageError
 from pynas.spaces import SPACES, NB201Space, get_space
+from pynas.spaces.base import SearchSpace
 from pynas.spaces.flops import count_multiply_adds
 from pynas.spaces.nb201 import OPERATIONS, NB201Cell
 
@@ -194,6 +196,27 @@ def test_resnet_cell_has_the_benchmark_size():
     arch = space.from_string(RESNET_CELL)
     assert space.count_parameters(arch) == 559_386
     assert space.count_flops(arch) == 78_561_920
+
+
+def test_nb201_counts_of_every_cell_equal_counting_each_network(one_thread):
+    space = NB201Space(channels=2, cells_per_stage=1)
+    counts = space.counts_of_every_cell((3, 8, 8), 10)
+    assert len(counts) == 5**6
+    for arch in random.Random(1).sample(sorted(counts), 12):
+        model = space.build(arch, (3, 8, 8), 10)
+        parameters = sum(p.numel() for p in model.parameters())
+        flops = SearchSpace.count_flops(space, arch, (3, 8, 8), 10)  # builds this very cell
+        assert counts[arch] == (parameters, flops), arch
+
+
+def test_nb201_extremes_are_the_benchmark_published_range(one_thread):
+    """NAS-Bench-201 (Dong & Yang 2020) gives 7.78 to 220.11 MFLOPs and 0.07 to 1.53 MB
+    of parameters for its CIFAR-10 networks."""
+    space = NB201Space()
+    none, convolutions = (0,) * 6, (3,) * 6
+    assert (space.count_parameters(none), space.count_flops(none)) == (73_306, 7_783_040)
+    assert (space.count_parameters(convolutions), space.count_flops(convolutions)) == (
+        1_531_546, 220_119_680)
 
 
 @pytest.mark.parametrize(

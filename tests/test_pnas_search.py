@@ -53,7 +53,9 @@ class ScoreEvaluator(Evaluator):
 
 
 def small_search(seed: int = 0, **options) -> ProgressiveSearch:
-    settings = {"beam": 3, "levels": 3, "initial": 20, "members": 2, "surrogate_steps": 60}
+    """The paper's schedule (one round per level, the LSTM) on a small pnas space."""
+    settings = {"beam": 3, "levels": 3, "initial": 20, "members": 2, "surrogate_steps": 60,
+                "surrogate": "lstm", "rounds": 1}
     return ProgressiveSearch(PNASSpace(blocks=3), seed=seed, **{**settings, **options})
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from pynas.errors import UsageError
 from pynas.evaluate.base import Evaluator
 from pynas.spaces.base import Arch, SearchSpace
+from pynas.spaces.nb201 import CIFAR10_CLASSES, CIFAR10_SHAPE
 
 ARCH_COLUMN = "arch"
 VALID_SUFFIX = "_valid"
@@ -118,6 +119,9 @@ class TableEvaluator(Evaluator):
         ``X_test`` when the table has one (``cifar10_valid`` -> ``cifar10_test``);
         otherwise ``test_acc`` is absent. Give it when searching on a proxy, e.g.
         ``metric="cifar10_test_12ep", val_column="cifar10_valid"``.
+    input_shape, num_outputs : the networks the table's numbers come from, whose costs
+        a search measures (:mod:`pynas.costs`); default NAS-Bench-201's CIFAR-10
+        networks, ``(3, 32, 32)`` and 10 classes.
 
     Every numeric column of the row is also reported under its own name.
     """
@@ -128,8 +132,11 @@ class TableEvaluator(Evaluator):
         metric: str,
         cost_column: str | None = None,
         val_column: str | None = None,
+        input_shape: tuple[int, ...] = CIFAR10_SHAPE,
+        num_outputs: int = CIFAR10_CLASSES,
     ) -> None:
         self.path = os.fspath(path)
+        self.input_shape, self.num_outputs = tuple(input_shape), num_outputs
         self.metric = metric
         self.score_name = metric
         self.cost_column = cost_column

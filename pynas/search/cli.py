@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import sys
 import time
@@ -25,16 +26,26 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pynas.costs import (
+    LATENCY_REPEATS,
+    LATENCY_WARMUP,
+    Constraints,
+    CostModel,
+    parse_count,
+    parse_milliseconds,
+)
 from pynas.data import DATASETS, TASKS, TEST_FRACTION, VALID_FRACTION, DatasetSplits, DataSpec
 from pynas.errors import UsageError
 from pynas.evaluate import Evaluator, FunctionEvaluator, TableEvaluator, TrainEvaluator
+from pynas.evaluate.train import _parse_device as parse_device
 from pynas.evaluate.train import cached_dataset
 from pynas.executors import Executor, ProcessPoolExecutor, RayExecutor, SerialExecutor
 from pynas.plots import test_counterpart
 from pynas.runs import RunDirectory
 from pynas.search.loop import Budget, run_search
 from pynas.spaces import SPACES, SearchSpace, get_space
-from pynas.threads import plan_threads, usable_cpus
+from pynas.spaces.base import IMAGE
+from pynas.threads import ThreadPlan, plan_threads, usable_cpus
 
 #: ``pynas search NAME`` -> the module implementing it (see the module docstring)
 STRATEGIES: dict[str, str] = {
@@ -172,6 +183,33 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="COLUMN",
         help="the table's column of training seconds (with --benchmark)",
     )
+    costs = parser.add_argument_group(
+        "costs and constraints",
+        "every trial records the parameters (params), multiply-adds (flops) and peak "
+        "activation bytes of its network, measured before training (on a table: the "
+        "table's CIFAR-10 networks, 3x32x32 inputs and 10 classes); a candidate that "
+        "breaks a limit is never trained and counts as infeasible, outside the budget. "
+        "Counts take SI suffixes: 500k, 2M, 1.5G",
+    )
+    costs.add_argument("--max-params", metavar="COUNT",
+                       help="at most this many trainable parameters")
+    costs.add_argument("--max-flops", metavar="COUNT",
+                       help="at most this many multiply-adds for one example")
+    costs.add_argument(
+        "--max-latency-ms",
+        metavar="MS",
+        help="at most this many milliseconds for a forward pass of one example on --device "
+        f"(median of {LATENCY_REPEATS} after {LATENCY_WARMUP} warm-up passes, on the search's "
+        "threads); implies --measure-latency",
+    )
+    costs.add_argument(
+        "--measure-latency",
+        action="store_true",
+        # None when absent, as in the config.json of runs recorded before it existed
+        default=None,
+        help="also record each trial's latency on --device, for one example (latency_ms) "
+        "and a training batch (batch_latency_ms)",
+    )
     budget = parser.add_argument_group("budget (one or both)")
     budget.add_argument("--budget", type=int, metavar="N", help="finished evaluations")
     budget.add_argument(
@@ -248,12 +286,15 @@ def run(args: argparse.Namespace) -> int:
     # The data is read and checked, and the space chosen, before the run directory is
     # created: bad input leaves nothing behind.
     prepare_inputs(args)
-    use_threads(args)
+    threads = plan_search_threads(args)
     if hasattr(module, "run"):
         # under torchrun only rank 0 owns (and writes) the run directory
         owns_run = os.environ.get("RANK", "0") == "0"
-        return int(module.run(args, prepare_run_directory(args) if owns_run else None) or 0)
+        run_dir = prepare_run_directory(args) if owns_run else None
+        use_threads(args, threads)
+        return int(module.run(args, run_dir) or 0)
     run_dir = prepare_run_directory(args)
+    use_threads(args, threads)
     result = search(args, run_dir, progress=sys.stderr.isatty())
     print(summary_line(result, run_dir.path))
     if result["best"] is None:
@@ -262,20 +303,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def use_threads(args: argparse.Namespace) -> None:
-    """Set this process's torch threads, and ``args.threads_per_process`` for the
-    workers, from ``--threads`` or the free cores (:mod:`pynas.threads`); one line on
-    stderr when busy cores leave fewer."""
+def plan_search_threads(args: argparse.Namespace) -> ThreadPlan:
+    """The threads of the search ``args`` describe: ``--threads`` or the free cores,
+    divided among its worker processes (:mod:`pynas.threads`)."""
     workers = 1
     if (args.executor or ("pool" if (args.workers or 1) > 1 else "serial")) != "serial":
         workers = args.workers or len(usable_cpus())
+    return plan_threads(args.threads, workers)
+
+
+def use_threads(args: argparse.Namespace, plan: ThreadPlan) -> None:
+    """Set this process's torch threads, and ``args.threads_per_process`` for the
+    workers; :func:`announce_threads` says why when busy cores leave fewer than all."""
     import torch
 
-    plan = plan_threads(args.threads, workers)
     torch.set_num_threads(plan.per_process)
     args.threads_per_process = plan.per_process
-    if plan.note() is not None:
-        print(f"pynas: {plan.note()}", file=sys.stderr)
+    args._threads_note = plan.note()
+
+
+def announce_threads(args: argparse.Namespace) -> None:
+    """Print the note of :func:`use_threads`, once, when the search starts computing
+    (after every check, so that an error stays one line)."""
+    note = getattr(args, "_threads_note", None)
+    if note is not None:
+        print(f"pynas: {note}", file=sys.stderr)
+        args._threads_note = None
 
 
 def retrain_line(path: Path) -> str:
@@ -312,6 +365,7 @@ def load_data(args: argparse.Namespace) -> DatasetSplits | None:
 def prepare_inputs(args: argparse.Namespace) -> None:
     """Check the data, evaluator and space of ``args``; fills in ``args.space`` (the
     default for the data's kind) and keeps the evaluator in ``args._evaluator``."""
+    check_constraints(args)
     evaluator, simulated_time = make_evaluator(args)
     data = load_data(args)
     if args.space is None:
@@ -320,6 +374,59 @@ def prepare_inputs(args: argparse.Namespace) -> None:
         get_space(args.space).check_input(data.input_shape)
     check_table_space(evaluator, args.space)
     args._evaluator, args._simulated_time = evaluator, simulated_time
+    args._network = network_shape(args, evaluator, data)
+    if args._network is None and (constraints(args).given() or args.measure_latency):
+        raise UsageError("--max-params, --max-flops, --max-latency-ms and --measure-latency "
+                         f"measure networks, whose input a table of the {args.space} space "
+                         "does not give")
+
+
+def check_constraints(args: argparse.Namespace) -> None:
+    """Turn the limits of ``args`` into numbers (``2M`` -> 2000000), refusing bad ones and
+    strategies that do not ask for candidates, while nothing is written yet."""
+    args.max_params = parse_count(args.max_params, "--max-params")
+    args.max_flops = parse_count(args.max_flops, "--max-flops")
+    args.max_latency_ms = parse_milliseconds(args.max_latency_ms, "--max-latency-ms")
+    # True or absent (None), as the command's flag gives it; from Python, False is absent
+    args.measure_latency = bool(args.measure_latency or args.max_latency_ms) or None
+    if args.measure_latency:
+        parse_device(args.device)  # latency is measured there, by the search itself
+    if not hasattr(strategy_module(args.strategy), "build") and (
+            constraints(args).given() or args.measure_latency):
+        raise UsageError(f"{args.strategy} trains one supernet: --max-params, --max-flops, "
+                         "--max-latency-ms and --measure-latency apply to the strategies that "
+                         "train candidates")
+
+
+def constraints(args: argparse.Namespace) -> Constraints:
+    """The limits that ``args`` set (after :func:`check_constraints`)."""
+    return Constraints(args.max_params, args.max_flops, args.max_latency_ms)
+
+
+def network_shape(args: argparse.Namespace, evaluator: Evaluator,
+                  data: DatasetSplits | None) -> tuple[tuple[int, ...], int] | None:
+    """The input shape and outputs of the networks whose costs the search measures: the
+    data's, the user evaluation's, or a table's (for image spaces); ``None`` for a table
+    of a feature-vector space."""
+    if isinstance(evaluator, TableEvaluator):
+        if get_space(args.space).input_kind != IMAGE:
+            return None
+        return evaluator.input_shape, evaluator.num_outputs
+    if data is not None:
+        return tuple(data.input_shape), data.num_outputs
+    return tuple(args._input_shape), args._num_outputs
+
+
+def cost_model(args: argparse.Namespace, space: SearchSpace) -> CostModel | None:
+    """What the search measures of its candidates and the limits they must meet."""
+    if args._network is None:
+        return None
+    # latency at the trainer's batch size when none is given
+    batch_size = args.batch_size or inspect.signature(TrainEvaluator).parameters[
+        "batch_size"].default
+    return CostModel(space, *args._network, constraints(args),
+                     latency_batch_size=batch_size if args.measure_latency else None,
+                     device=args.device)
 
 
 def check_table_space(evaluator: Evaluator, space_name: str) -> None:
@@ -399,7 +506,10 @@ def search(
     space: SearchSpace = get_space(args.space)
     strategy = module.build(space, args)
     budget = Budget(args.budget, args.budget_seconds, simulated_time=args._simulated_time)
-    result = run_search(strategy, args._evaluator, run_dir, budget, make_executor(args), progress)
+    executor, costs = make_executor(args), cost_model(args, space)
+    announce_threads(args)
+    result = run_search(strategy, args._evaluator, run_dir, budget, executor, progress,
+                        costs=costs)
     return result
 
 
@@ -471,6 +581,8 @@ def summary_line(result: dict[str, Any], path: Path) -> str:
         f"{result['strategy']} on {result['space']}: {result['evaluations']} evaluations, "
         f"{result['failed']} failed"
     )
+    if result.get("costs", {}).get("constraints"):
+        head += f", {result['infeasible']} infeasible (not trained)"
     best = result["best"]
     if best is None:
         return f"{head}, none finished; see {path / RunDirectory.TRIALS}"

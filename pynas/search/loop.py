@@ -19,10 +19,19 @@ during evaluation (its ``running`` row becomes ``interrupted``) or before it sta
 gets a new attempt. A kill before step 2 loses only the ask itself: nothing was recorded
 for its candidates, and the restored strategy asks again (for the same candidates, since
 strategies are seeded).
+
+With a :class:`~pynas.costs.CostModel`, every candidate is measured before it is trained.
+One that breaks a constraint is never trained and gets no trial number: the strategy is
+told ``None`` at once, as for a failed evaluation (random search draws another, evolution
+drops the child and mutates again, RL leaves it out of its update, PNAS neither expands
+it nor fits its surrogate on it), and is asked again, all before the checkpoint of step 2.
+Such candidates are counted apart (``infeasible`` in ``result.json``), outside the budget;
+after :data:`MAX_INFEASIBLE_IN_A_ROW` of them in a row the search stops asking.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections import deque
@@ -31,6 +40,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pynas.costs import CostModel
 from pynas.errors import UsageError
 from pynas.evaluate.base import Evaluator
 from pynas.executors import Completion, Executor, SerialExecutor
@@ -50,6 +60,9 @@ from pynas.search.base import Strategy
 from pynas.spaces.base import Arch
 
 _CHECKPOINT_VERSION = 1
+
+#: candidates in a row that break the constraints after which a search stops asking
+MAX_INFEASIBLE_IN_A_ROW = 1000
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,7 @@ def run_search(
     budget: Budget,
     executor: Executor | None = None,
     progress: bool = False,
+    costs: CostModel | None = None,
 ) -> dict[str, Any]:
     """Search until the budget is spent, resuming what ``run`` already holds.
 
@@ -115,15 +129,23 @@ def run_search(
         Where evaluations run; default :class:`~pynas.executors.SerialExecutor`.
     progress
         Show a progress bar on stderr.
+    costs
+        Measures every candidate before it is trained (see the module docstring); the
+        measures join each finished trial's metrics.
 
     Returns
     -------
     dict
         The content written to ``result.json``.
+
+    Raises
+    ------
+    UsageError
+        When candidates broke the constraints and none was trained.
     """
     executor = executor or SerialExecutor()
     with run.lock(), run.open_store() as store:
-        search = _Search(strategy, run, store, budget)
+        search = _Search(strategy, run, store, budget, costs)
         to_evaluate = search.restore()
         with (
             executor,
@@ -139,6 +161,11 @@ def run_search(
             search.drive(executor, to_evaluate, bar)
         search.checkpoint()
         attempts = store.attempts()
+    if costs is not None and search.infeasible and not search.finished and not search.failed:
+        raise UsageError(
+            f"no candidate met the constraints ({costs.constraints.describe()}): "
+            f"{search.infeasible} broke them and none was trained; loosen them"
+        )
     result = _result(search, evaluator, run, attempts)
     run.write_result(result)
     plot_search_curve(attempts, run.curve_path, title=f"{strategy.name} on {strategy.space.name}",
@@ -153,12 +180,15 @@ class _Search:
     """The state of one search session between the checkpoint and the database."""
 
     def __init__(
-        self, strategy: Strategy, run: RunDirectory, store: TrialStore, budget: Budget
+        self, strategy: Strategy, run: RunDirectory, store: TrialStore, budget: Budget,
+        costs: CostModel | None = None,
     ) -> None:
         self.strategy, self.run, self.store, self.budget = strategy, run, store, budget
+        self.costs = costs
         self.pending: dict[int, Arch] = {}  # asked, not yet told, by trial number
         self.next_trial = 0
         self.finished = self.failed = 0
+        self.infeasible = self.infeasible_in_a_row = 0  # candidates never trained
         self.simulated_seconds = 0.0
         self.best_score: float | None = None
         self.stopped = ""
@@ -191,6 +221,9 @@ class _Search:
         self.next_trial = checkpoint["next_trial"]
         self.pending = {int(trial): tuple(arch) for trial, arch in checkpoint["pending"].items()}
         self._earlier_wall_seconds = checkpoint["wall_seconds"]
+        # absent from the checkpoints of runs started before constraints existed
+        self.infeasible = checkpoint.get("infeasible", 0)
+        self.infeasible_in_a_row = checkpoint.get("infeasible_in_a_row", 0)
         outcomes = {a.trial: a for a in attempts if a.state in (FINISHED, FAILED)}
         # results that came after the checkpoint: tell them in the order they came
         for outcome in sorted(
@@ -228,15 +261,34 @@ class _Search:
             return []
         if self.budget.evaluations is not None:
             free = min(free, self.budget.evaluations - self.finished - in_flight)
-        archs = [self.strategy.space.validate(arch) for arch in self.strategy.ask(free)]
+        archs = self._ask_feasible(free)
         if not archs:
-            self.stopped = "the strategy had no candidate"
+            self.stopped = self._stop_reason(in_flight) or "the strategy had no candidate"
             return []
         trials = list(enumerate(archs, start=self.next_trial))
         self.next_trial += len(archs)
         self.pending.update(trials)
         self.checkpoint()  # before any row exists for these trials: see the module docstring
         return trials
+
+    def _ask_feasible(self, count: int) -> list[Arch]:
+        """Up to ``count`` candidates that meet the constraints. Each one that breaks a
+        constraint is told ``None`` at once and the strategy is asked again, until one
+        is feasible, the strategy has none, or too many in a row were not."""
+        while True:
+            archs = [self.strategy.space.validate(arch) for arch in self.strategy.ask(count)]
+            feasible = [arch for arch in archs if self._feasible(arch)]
+            if feasible or not archs or self.infeasible_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
+                return feasible
+
+    def _feasible(self, arch: Arch) -> bool:
+        if self.costs is None or self.costs.feasible(arch):
+            self.infeasible_in_a_row = 0
+            return True
+        self.strategy.tell(arch, None)
+        self.infeasible += 1
+        self.infeasible_in_a_row += 1
+        return False
 
     def _stop_reason(self, in_flight: int) -> str:
         budget = self.budget
@@ -248,12 +300,18 @@ class _Search:
                 return "budget of seconds"
         if self.failed >= budget.failure_limit:
             return f"{self.failed} evaluations failed"
+        if self.infeasible_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
+            return f"{self.infeasible_in_a_row} candidates in a row broke the constraints"
         if self.strategy.finished():
             return "the strategy finished"
         return ""
 
     def _record(self, completion: Completion, row_id: int) -> None:
         if completion.error is None:
+            if self.costs is not None:
+                # the same keys of a table (a column "params"...) give way to the measures
+                completion = dataclasses.replace(completion, metrics={
+                    **completion.metrics, **self.costs.measure(self.pending[completion.trial])})
             self.store.finish(row_id, completion.metrics, completion.worker)
         else:
             self.store.fail(row_id, completion.error, completion.worker)
@@ -280,6 +338,8 @@ class _Search:
                 "next_trial": self.next_trial,
                 "pending": {trial: list(arch) for trial, arch in self.pending.items()},
                 "wall_seconds": self.wall_seconds,
+                "infeasible": self.infeasible,
+                "infeasible_in_a_row": self.infeasible_in_a_row,
             }
         )
 
@@ -294,6 +354,7 @@ def _result(
         "seed": search.strategy.seed,
         "evaluations": search.finished,
         "failed": search.failed,
+        "infeasible": search.infeasible,
         "interrupted": sum(a.state == INTERRUPTED for a in attempts),
         "seconds": round(search.wall_seconds, 3),
     }
@@ -316,5 +377,7 @@ def _result(
         }
     )
     result["evaluator"] = evaluator.describe()
+    if search.costs is not None:
+        result["costs"] = search.costs.describe()
     result["config"] = run.read_config()
     return result

@@ -54,6 +54,8 @@ from pynas.spaces.nb201 import OPERATIONS as NB201_OPERATIONS
 from pynas.spaces.nb201 import NB201Space
 
 DEFAULT_BEAM = 4
+#: surrogate refits per level when --rounds is not given (at most the beam)
+DEFAULT_ROUNDS = 4
 RANK_CORRELATION_JSON = "rank_correlation.json"
 RANK_CORRELATION_PLOT = "rank_correlation.png"
 
@@ -383,14 +385,17 @@ class ProgressiveSearch(Strategy):
     initial
         First-level cells to evaluate, a random sample; default: all of them.
     surrogate
-        ``"lstm"`` or ``"mlp"`` (see :mod:`pynas.search.surrogate`).
+        ``"mlp"`` (the default, best measured) or ``"lstm"`` (the paper's; see
+        :mod:`pynas.search.surrogate`).
     members, surrogate_steps
         Ensemble size, and training steps per member and fit.
     rounds
         Batches in which a level's ``K`` children are evaluated, the surrogate refit on
         every result between batches to rank the children left. 1 is the paper (one
         batch per level); more lets the surrogate learn what the level's new decisions
-        do from the level's own first results.
+        do from the level's own first results. Default :data:`DEFAULT_ROUNDS` (4; the
+        beam when it is smaller), with ``"mlp"`` the best measured on NAS-Bench-201
+        (``bench/RESULTS.md``).
 
     Notes
     -----
@@ -402,8 +407,8 @@ class ProgressiveSearch(Strategy):
 
     def __init__(self, space: SearchSpace, seed: int = 0, beam: int = DEFAULT_BEAM,
                  levels: int | None = None, initial: int | None = None,
-                 surrogate: str = "lstm", members: int = 5, surrogate_steps: int = 300,
-                 rounds: int = 1) -> None:
+                 surrogate: str = "mlp", members: int = 5, surrogate_steps: int = 300,
+                 rounds: int | None = None) -> None:
         super().__init__(space, seed)
         self.progression = progression_for(space)
         levels = self.progression.levels if levels is None else levels
@@ -418,6 +423,7 @@ class ProgressiveSearch(Strategy):
             raise UsageError(f"pnas: --initial must be at least 1, got {initial}")
         if surrogate not in KINDS:
             raise UsageError(f"pnas: unknown surrogate {surrogate!r}; known: {', '.join(KINDS)}")
+        rounds = min(DEFAULT_ROUNDS, beam) if rounds is None else rounds
         if not 1 <= rounds <= beam:
             raise UsageError(f"pnas: --rounds must be in 1..{beam} (the beam), got {rounds}")
         self.beam, self.levels, self.rounds = beam, levels, rounds
@@ -638,11 +644,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--initial", type=int,
                         help="first-level cells to evaluate, a random sample (default: all, "
                              "or what --budget leaves after the later levels)")
-    parser.add_argument("--surrogate", choices=KINDS, default="lstm",
-                        help="the accuracy predictor (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="batches per level, the surrogate refit between them "
-                             "(default: %(default)s, the paper)")
+    parser.add_argument("--surrogate", choices=KINDS, default="mlp",
+                        help="the accuracy predictor, an ensemble of 5 (default: %(default)s, "
+                             "best measured; the paper's is lstm)")
+    parser.add_argument("--rounds", type=int,
+                        help="batches per level, the surrogate refit between them (default: "
+                             f"{DEFAULT_ROUNDS}, or the beam when it is smaller; best "
+                             "measured; the paper's is 1). The paper's PNAS: --surrogate "
+                             "lstm --rounds 1")
 
 
 def build(space: SearchSpace, args: argparse.Namespace) -> ProgressiveSearch:
@@ -662,7 +671,7 @@ def check_arguments(space: SearchSpace, args: argparse.Namespace) -> Plan:
     """The plan of ``pynas search pnas``; a :class:`UsageError` for options that do not fit
     the space or the budget (the command calls it before creating the run directory)."""
     return fit_budget(progression_for(space), args.budget, args.levels, args.beam,
-                      args.initial, smallest_beam=args.rounds)
+                      args.initial, smallest_beam=args.rounds or 1)
 
 
 @dataclass(frozen=True)
@@ -790,12 +799,13 @@ def run_pnas_on_table(table_path: Path | str, seed: int, budget: int = 100,
                       out: Path | str | None = None) -> str:
     """Run PNAS on a NAS-Bench-201 table; return the best architecture string found.
 
-    The defaults were chosen on ``nb201.csv`` at 100 evaluations, reward
-    ``cifar10_valid``, seeds 0..19 (the same seeds that measured them, so the figures are
-    optimistic): mean CIFAR-10 test of the best found 94.31 ± 0.19 with the MLP and 4
-    rounds per level, 94.15 ± 0.35 with the MLP in one round (the paper's schedule),
-    93.95 ± 0.32 with the LSTM in one round. With about 50 cells seen, the MLP ranks
-    better than the LSTM (as on NAS-Bench-301 cells, ``bench/surrogate.py``).
+    The defaults (those of ``pynas search pnas``) were chosen on ``nb201.csv`` at 100
+    evaluations, reward ``cifar10_valid``, seeds 0..9: mean CIFAR-10 test of the best
+    found 94.30 ± 0.10 with the MLP and 4 rounds per level, 94.32 ± 0.09 with 2 rounds,
+    94.10 ± 0.36 with the MLP in one round (the paper's schedule), 93.93 ± 0.52 with the
+    LSTM in one round (the paper's PNAS), 94.19 ± 0.21 with the LSTM in 4 rounds; fresh
+    seeds are in ``bench/RESULTS.md``. With about 50 cells seen, the MLP ranks better
+    than the LSTM (as on NAS-Bench-301 cells, ``bench/surrogate.py``).
 
     Parameters
     ----------

@@ -12,7 +12,8 @@ the official architecture string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +29,13 @@ OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 
 NUM_NODES = 4
+
+#: the input of the benchmark's CIFAR-10 networks, and its classes
+CIFAR10_SHAPE, CIFAR10_CLASSES = (3, 32, 32), 10
+
+# (what is counted, space class, channels, cells per stage, sorted operations, input
+# shape, outputs) -> the count; see NB201Space.count_parameters
+_COUNTS: dict[tuple, int] = {}
 
 
 class ReLUConvBN(nn.Sequential):
@@ -259,3 +267,36 @@ class NB201Space(SearchSpace):
             input_shape[0],
             num_outputs,
         )
+
+    def count_parameters(self, arch: Arch, input_shape: tuple[int, ...] = CIFAR10_SHAPE,
+                         num_outputs: int = CIFAR10_CLASSES) -> int:
+        """Trainable parameters of the built network, counted once per set of operations.
+
+        Every edge of a cell maps ``(C, H, W)`` to ``(C, H, W)`` and runs once per
+        forward (an edge from a node that is zero still runs), so a network's parameters
+        and multiply-adds are sums over its edges' operations, wherever they sit: the
+        15,625 cells fall into 210 multisets of 6 operations, and one network is built
+        and counted for each (see :meth:`counts_of_every_cell`)."""
+        return self._count(super().count_parameters, arch, input_shape, num_outputs)
+
+    def count_flops(self, arch: Arch, input_shape: tuple[int, ...] = CIFAR10_SHAPE,
+                    num_outputs: int = CIFAR10_CLASSES) -> int:
+        """Multiply-adds of one example, counted once per set of operations (see
+        :meth:`count_parameters`)."""
+        return self._count(super().count_flops, arch, input_shape, num_outputs)
+
+    def _count(self, count: Callable[..., int], arch: Arch, input_shape: tuple[int, ...],
+               num_outputs: int) -> int:
+        key = (count.__name__, type(self), self.channels, self.cells_per_stage,
+               tuple(sorted(self.validate(arch))), tuple(input_shape), num_outputs)
+        if key not in _COUNTS:
+            _COUNTS[key] = count(arch, input_shape, num_outputs)
+        return _COUNTS[key]
+
+    def counts_of_every_cell(self, input_shape: tuple[int, ...] = CIFAR10_SHAPE,
+                             num_outputs: int = CIFAR10_CLASSES) -> dict[Arch, tuple[int, int]]:
+        """``(parameters, multiply-adds)`` of each of the 15,625 cells' networks (by
+        default the benchmark's CIFAR-10 networks), from 210 built networks: seconds."""
+        return {arch: (self.count_parameters(arch, input_shape, num_outputs),
+                       self.count_flops(arch, input_shape, num_outputs))
+                for arch in itertools.product(*map(range, self.num_choices))}

@@ -64,8 +64,9 @@ def check_arguments(space: object, args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
     """``pynas search darts``: search, write the run (rank 0), print a summary line."""
     check_arguments(None, args)  # for callers that skipped the command's own check
-    from pynas.search.cli import load_data, retrain_line  # the command line imports this
+    from pynas.search.cli import announce_threads, load_data, retrain_line  # cli imports us
 
+    announce_threads(args)
     config = DartsConfig.from_args(args)
     progress = sys.stderr.isatty()
     with process_group(config.device) as (rank, _):
