@@ -101,3 +101,15 @@ def test_usage_errors_are_one_line_with_status_2(tmp_path, capsys, arguments, me
     status = cli.main(["search", "darts", "--out", str(tmp_path / "run"), *TINY, *arguments])
     error = capsys.readouterr().err
     assert status == 2 and message in error and len(error.strip().splitlines()) == 1
+
+
+def test_each_epoch_validates_on_an_evenly_spaced_share_of_a_large_split():
+    from pynas.data import Split
+    from pynas.search.darts.search import evenly_spaced
+
+    # stored class by class, as image folders are: every class keeps its share
+    split = Split(torch.arange(3000.0)[:, None], torch.arange(3000) // 1000)
+    chosen = evenly_spaced(split, 300)
+    assert len(chosen) == 300 and torch.bincount(chosen.targets).tolist() == [100, 100, 100]
+    assert torch.equal(chosen.inputs[:, 0].long(), torch.arange(300) * 10)
+    assert evenly_spaced(split, 3000) is split

@@ -9,6 +9,10 @@ discretized supernet on the validation and test splits, and writes ``result.json
 ``checkpoint.pt`` (each epoch; ``--resume`` continues from it), the architecture-weight
 plots, the loss/accuracy curves and drawings of the cells.
 
+After each epoch it measures the supernet's accuracy on the validation split, or on
+:data:`EPOCH_VALIDATION_EXAMPLES` of its examples evenly spaced through a larger one (a
+progress figure; the discretized supernet is measured on every example).
+
 Under ``torchrun --nproc_per_node=N`` the processes train one supernet data-parallel:
 each takes its share of every batch order, weight and architecture gradients are averaged
 over processes (gloo on CPU, NCCL on CUDA), and only rank 0 writes the run.
@@ -42,6 +46,9 @@ from pynas.search.darts.nb201 import NB201Supernet
 from pynas.search.darts.supernet import DartsSupernet, Supernet
 
 _EVALUATION_BATCH = 256
+#: validation examples the supernet's accuracy is measured on after each epoch (evenly
+#: spaced through a larger split); the discretized supernet is measured on all of them
+EPOCH_VALIDATION_EXAMPLES = 2000
 #: configuration fields that say where a run goes, not what it computes: a resume may
 #: change them
 _HOW_NOT_WHAT = ("data_dir", "device")
@@ -184,6 +191,15 @@ def epoch_batches(
         )
         for b in range(count)
     ]
+
+
+def evenly_spaced(split: Split, count: int) -> Split:
+    """``split`` itself, or ``count`` of its examples evenly spaced through it when it has
+    more (every class of a split stored class by class keeps its share)."""
+    if len(split) <= count:
+        return split
+    indices = torch.arange(count) * len(split) // count
+    return Split(split.inputs[indices], split.targets[indices])
 
 
 @torch.no_grad()
@@ -360,6 +376,7 @@ def train_supernet(
         unit="step",
         file=sys.stderr,
     )
+    epoch_validation = evenly_spaced(data.valid, EPOCH_VALIDATION_EXAMPLES)
     with bar:
         for epoch in range(first_epoch, config.epochs + 1):
             torch.manual_seed((config.seed * 100_003 + epoch) * 1_009 + rank)
@@ -389,7 +406,7 @@ def train_supernet(
                 "train_loss": totals["train_loss"] / steps,
                 "valid_loss": totals["valid_loss"] / steps,  # NaN in a warm-up epoch
                 "train_acc": 100.0 * totals["train_correct"] / (steps * config.batch_size),
-                "valid_acc": accuracy(model, data.valid, device, data),
+                "valid_acc": accuracy(model, epoch_validation, device, data),
                 "learning_rate": bilevel.learning_rate,
                 "alphas": model.alpha_weights(),
             }
