@@ -136,13 +136,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--population",
         type=int,
         default=DEFAULT_POPULATION_SIZE,
-        help="population size P (default: %(default)s)",
+        help="population size P (default: %(default)s, best measured on NAS-Bench-201; "
+        "Real et al.'s CIFAR-10 search: 100)",
     )
     parser.add_argument(
         "--sample-size",
         type=int,
         default=DEFAULT_SAMPLE_SIZE,
-        help="tournament size S (default: %(default)s)",
+        help="tournament size S (default: %(default)s, best measured on NAS-Bench-201; "
+        "Real et al.'s CIFAR-10 search: 25)",
     )
 
 

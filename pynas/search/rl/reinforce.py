@@ -151,7 +151,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--controller-batch", type=int, default=10, metavar="M",
                        help="architectures per controller update (default: %(default)s)")
     group.add_argument("--controller-lr", type=float, default=0.03,
-                       help="Adam learning rate (default: %(default)s)")
+                       help="Adam learning rate (default: %(default)s, best measured on "
+                            "NAS-Bench-201; Zoph & Le's: 0.0006)")
     group.add_argument("--entropy-weight", type=float, default=1e-4,
                        help="entropy bonus (default: %(default)s)")
     group.add_argument("--baseline-decay", type=float, default=0.95,
