@@ -307,7 +307,7 @@ def plan_search_threads(args: argparse.Namespace) -> ThreadPlan:
     """The threads of the search ``args`` describe: ``--threads`` or the free cores,
     divided among its worker processes (:mod:`pynas.threads`)."""
     workers = 1
-    if (args.executor or ("pool" if (args.workers or 1) > 1 else "serial")) != "serial":
+    if executor_name(args) != "serial":
         workers = args.workers or len(usable_cpus())
     return plan_threads(args.threads, workers)
 
@@ -558,11 +558,16 @@ def make_evaluator(args: argparse.Namespace) -> tuple[Evaluator, bool]:
     return TableEvaluator(args.benchmark, args.metric, cost_column=args.cost_column), True
 
 
+def executor_name(args: argparse.Namespace) -> str:
+    """``--executor``, or its default: serial, or pool with ``--workers`` above 1."""
+    return args.executor or ("pool" if (args.workers or 1) > 1 else "serial")
+
+
 def make_executor(args: argparse.Namespace) -> Executor:
     """The executor the arguments ask for."""
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    name = args.executor or ("pool" if (args.workers or 1) > 1 else "serial")
+    name = executor_name(args)
     if args.ray_address is not None and name != "ray":
         raise UsageError("--ray-address needs --executor ray")
     if name == "serial":
