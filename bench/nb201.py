@@ -113,9 +113,11 @@ def collapsed(arch: str) -> bool:
 
 
 def run_darts(variant: str, table: Path, dataset: str, seed: int, epochs: int,
-              work_dir: Path, threads: int | None = None) -> dict[str, Any]:
-    """One seed of the DARTS ``variant`` on nb201: the table's metrics of the cell found,
-    with its ``arch`` and the search's ``seconds`` (on ``threads`` threads if given)."""
+              work_dir: Path, threads: int | None = None, **settings: Any) -> dict[str, Any]:
+    """One seed of the DARTS ``variant`` on nb201: the table's metrics of the cell found
+    (none when ``table`` is absent), with its ``arch``, the search's ``seconds`` (on
+    ``threads`` threads if given) and its ``result``. ``settings`` are DartsConfig
+    fields beyond the variant's (a cost target)."""
     import torch
 
     from pynas.search.darts import DartsConfig
@@ -123,13 +125,14 @@ def run_darts(variant: str, table: Path, dataset: str, seed: int, epochs: int,
 
     if threads:
         torch.set_num_threads(threads)
-    settings = DARTS_VARIANTS[variant][1](epochs)
+    settings = {**DARTS_VARIANTS[variant][1](epochs), **settings}
     run_dir = RunDirectory.prepare(work_dir / f"{variant}-{seed}", durable=False)
     config = DartsConfig(space="nb201", dataset=dataset, seed=seed, epochs=epochs, **settings)
     result = darts_search(config, run_dir)
-    found = {**read_table(table).row(result["arch"]), "arch": result["arch"],
-             "seconds": result["seconds"]}
-    print(f"{variant} seed {seed}: {found['arch']} CIFAR-10 test {found['cifar10_test']:.2f}"
+    row = read_table(table).row(result["arch"]) if table.is_file() else {}
+    found = {**row, "arch": result["arch"], "seconds": result["seconds"], "result": result}
+    test = f" CIFAR-10 test {row['cifar10_test']:.2f}" if row else ""
+    print(f"{variant} seed {seed}: {found['arch']}{test}"
           f"{' (collapsed)' if collapsed(found['arch']) else ''}, {found['seconds']:.0f} s",
           file=sys.stderr, flush=True)
     return found

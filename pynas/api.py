@@ -52,6 +52,13 @@ class SearchResult:
         return self.result.get("score_name", "val_acc")
 
     @property
+    def pareto(self) -> list[dict[str, Any]] | None:
+        """With several ``objectives``: the trials no other trial dominates, best first in
+        the first objective, each with ``trial``, ``arch`` and the objectives' values
+        (``pareto.json`` in the run directory has all their metrics); else ``None``."""
+        return self.result.get("pareto")
+
+    @property
     def trials(self) -> list[Attempt]:
         """Every evaluation attempt, in the order they started (none for DARTS)."""
         run = RunDirectory(self.path)
@@ -190,7 +197,9 @@ def search(
         ``max_latency_ms``, ``measure_latency``, ... (``pynas search STRATEGY --help``
         lists them). Candidates that break a ``max_`` limit are never trained; every
         trial's metrics hold its costs (``params``, ``flops``,
-        ``peak_activation_bytes``, see :mod:`pynas.costs`).
+        ``peak_activation_bytes``, see :mod:`pynas.costs`). ``objectives`` (text as
+        ``"val_acc,flops"`` or a list of names) searches for the Pareto front of
+        several metrics (:attr:`SearchResult.pareto`).
 
     Returns
     -------

@@ -18,6 +18,10 @@ BENCHMARKS = {
     "load": "a DARTS search idle and beside busy processes: pynas's threads against all cores",
     "darts_vs_random": "the cell default DARTS finds against random cells, retrained on "
                        "Fashion-MNIST",
+    "darts_cost": "DARTS with a multiply-add target on the nb201 supernet: the cell found "
+                  "against the target",
+    "pareto": "multi-objective and constrained searches on the NAS-Bench-201 table, and "
+              "latency repeats",
 }
 
 

@@ -244,7 +244,8 @@ def _synchronize(device: torch.device) -> None:
 
 def measure(space: SearchSpace, arch: Arch, input_shape: Sequence[int] = CIFAR10_SHAPE,
             num_outputs: int = CIFAR10_CLASSES, *, latency_batch_size: int | None = None,
-            device: str | torch.device = "cpu") -> dict[str, int | float]:
+            device: str | torch.device = "cpu",
+            peak_activation: bool = True) -> dict[str, int | float]:
     """Every cost measure of ``arch`` (see the module docstring), cached.
 
     Parameters
@@ -256,6 +257,8 @@ def measure(space: SearchSpace, arch: Arch, input_shape: Sequence[int] = CIFAR10
     latency_batch_size : measure latency too, of one example (``latency_ms``) and of
         this many (``batch_latency_ms``, e.g. the training batch); ``None`` skips it.
     device : where latency is measured.
+    peak_activation : measure ``peak_activation_bytes`` (a forward pass through a
+        tracker, several times the cost of the counts).
 
     Returns
     -------
@@ -269,8 +272,9 @@ def measure(space: SearchSpace, arch: Arch, input_shape: Sequence[int] = CIFAR10
     measures: dict[str, int | float] = {
         "params": parameters(*network),
         "flops": multiply_adds(*network),
-        "peak_activation_bytes": peak_activation_bytes(*network),
     }
+    if peak_activation:
+        measures["peak_activation_bytes"] = peak_activation_bytes(*network)
     if latency_batch_size is not None:
         measures.update(
             latency_ms=latency(*network, 1, device),
@@ -318,15 +322,18 @@ class CostModel:
     latency_batch_size : record latency too (see :func:`measure`); without it, a latency
         limit still measures the latency of one example, to check it.
     device : where latency is measured: the search's device.
+    peak_activation : record ``peak_activation_bytes`` (searches on a benchmark table
+        leave it out unless an objective names it: it costs more than the look-up).
     """
 
     def __init__(self, space: SearchSpace, input_shape: Sequence[int], num_outputs: int,
                  constraints: Constraints = Constraints(), latency_batch_size: int | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", peak_activation: bool = True) -> None:
         space.check_input(input_shape)
         self.space, self.input_shape, self.num_outputs = space, tuple(input_shape), num_outputs
         self.constraints, self.latency_batch_size, self.device = (
             constraints, latency_batch_size, device)
+        self.peak_activation = peak_activation
 
     def feasible(self, arch: Arch) -> bool:
         """Whether ``arch`` meets every constraint. Measures only what the constraints
@@ -339,10 +346,27 @@ class CostModel:
             (limits.max_latency_ms, lambda: latency(*network, 1, self.device)),
         ))
 
+    def measure_one(self, arch: Arch, name: str) -> int | float:
+        """One measure of ``arch`` by its name in :func:`measure`'s result, measuring
+        nothing else (what a strategy that ranks untrained candidates by cost needs)."""
+        network = (self.space, arch, self.input_shape, self.num_outputs)
+        measures: dict[str, Callable[[], int | float]] = {
+            "params": lambda: parameters(*network),
+            "flops": lambda: multiply_adds(*network),
+            "peak_activation_bytes": lambda: peak_activation_bytes(*network),
+            "latency_ms": lambda: latency(*network, 1, self.device),
+            "batch_latency_ms": lambda: latency(*network, self.latency_batch_size or 1,
+                                                self.device),
+        }
+        if name not in measures:
+            raise UsageError(f"unknown cost measure {name!r}; known: {', '.join(measures)}")
+        return measures[name]()
+
     def measure(self, arch: Arch) -> dict[str, int | float]:
         """Every measure recorded for a trial of ``arch`` (see :func:`measure`)."""
         return measure(self.space, arch, self.input_shape, self.num_outputs,
-                       latency_batch_size=self.latency_batch_size, device=self.device)
+                       latency_batch_size=self.latency_batch_size, device=self.device,
+                       peak_activation=self.peak_activation)
 
     def describe(self) -> dict[str, Any]:
         """What is measured and limited, for ``result.json``."""

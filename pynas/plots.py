@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
+from pynas.objectives import Objective, Objectives
 from pynas.runs import Attempt, finished_in_order
 
 
@@ -94,4 +95,69 @@ def plot_search_curve(attempts: Sequence[Attempt], path: Path, title: str = "",
         margin = max(1.0, 0.1 * (high - low))
         axes_list[0].set_ylim(low - margin, high + margin)
         axes_list[0].legend(loc="best", fontsize="small")
+    FigureCanvasAgg(figure).print_png(str(path))
+
+
+#: the metric each limit of :class:`pynas.costs.Constraints` bounds
+_LIMITED_METRICS = {"max_params": "params", "max_flops": "flops",
+                    "max_latency_ms": "latency_ms"}
+
+
+def plot_pareto(attempts: Sequence[Attempt], front: Sequence[Attempt], objectives: Objectives,
+                path: Path, title: str = "", limits: dict[str, float] | None = None) -> None:
+    """Draw every finished trial (faded) in the plane of the first two objectives, the
+    Pareto front over all of them (marked and joined), and the constraint lines.
+
+    Parameters
+    ----------
+    attempts
+        The run's attempts (only finished ones are drawn).
+    front
+        The non-dominated attempts (:func:`pynas.search.loop.pareto_attempts`).
+    objectives
+        The search's :class:`~pynas.objectives.Objectives`: the second is the x axis, the
+        first the y axis.
+    limits
+        The constraints that were set (:meth:`Constraints.given`), drawn where they bound
+        an axis.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    y_objective, x_objective = list(objectives)[:2]
+    finished = finished_in_order(attempts)
+    figure = Figure(figsize=(6, 4.5))
+    figure.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.9)
+    axes = figure.subplots()
+    direction = {True: "higher is better", False: "lower is better"}
+    axes.set_xlabel(f"{x_objective.name} ({direction[x_objective.maximize]})")
+    axes.set_ylabel(f"{y_objective.name} ({direction[y_objective.maximize]})")
+    axes.grid(alpha=0.3)
+    more = len(objectives) - 2
+    figure.suptitle(title + (f" (front over {more} more objective(s) too)" if more else ""))
+    if not finished:
+        axes.text(0.5, 0.5, "no finished evaluation", ha="center", transform=axes.transAxes)
+    else:
+        def values(group: Sequence[Attempt], objective: Objective) -> list[float]:
+            return [a.metrics[objective.name] for a in group]
+
+        axes.plot(values(finished, x_objective), values(finished, y_objective), ".",
+                  color="0.75", label=f"each trial ({len(finished)})")
+        ordered = sorted(front, key=lambda a: (a.metrics[x_objective.name],
+                                               a.metrics[y_objective.name]))
+        axes.plot(values(ordered, x_objective), values(ordered, y_objective), "o-",
+                  color="C3", label=f"Pareto front ({len(front)})")
+        # frame the front: the worst trials (chance level) would flatten it
+        low, high = min(values(front, y_objective)), max(values(front, y_objective))
+        margin = max(abs(high) * 0.01, high - low)
+        every = values(finished, y_objective)
+        axes.set_ylim(max(min(every), low - margin) - 0.05 * margin,
+                      min(max(every), high + margin) + 0.05 * margin)
+        for name, limit in (limits or {}).items():
+            metric = _LIMITED_METRICS.get(name)
+            if metric == x_objective.name:
+                axes.axvline(limit, color="k", linestyle="--", label=f"{name} {limit:g}")
+            elif metric == y_objective.name:
+                axes.axhline(limit, color="k", linestyle="--", label=f"{name} {limit:g}")
+        axes.legend(loc="best", fontsize="small")
     FigureCanvasAgg(figure).print_png(str(path))

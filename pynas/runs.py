@@ -236,9 +236,11 @@ class RunDirectory:
     CHECKPOINT = "checkpoint.pt"
     RESULT = "result.json"
     CURVE = "search_curve.png"
+    PARETO = "pareto.json"
+    PARETO_PLOT = "pareto.png"
     #: every file a run writes, SQLite's companions included (what --overwrite removes)
     FILES = (CONFIG, TRIALS, TRIALS + "-wal", TRIALS + "-shm", CHECKPOINT, RESULT, CURVE,
-             "rank_correlation.json", "rank_correlation.png")
+             PARETO, PARETO_PLOT, "rank_correlation.json", "rank_correlation.png")
 
     def __init__(self, path: Path | str, durable: bool = True) -> None:
         self.path = Path(path)
@@ -297,6 +299,14 @@ class RunDirectory:
     def curve_path(self) -> Path:
         return self.path / self.CURVE
 
+    @property
+    def pareto_path(self) -> Path:
+        return self.path / self.PARETO
+
+    @property
+    def pareto_plot_path(self) -> Path:
+        return self.path / self.PARETO_PLOT
+
     def read_config(self) -> dict[str, Any] | None:
         """The stored ``config.json``, or ``None`` for a new run."""
         if not self.config_path.exists():
@@ -313,6 +323,10 @@ class RunDirectory:
     def write_result(self, result: dict[str, Any]) -> None:
         """Replace ``result.json`` atomically."""
         atomic_write(self.result_path, _json_bytes(result), self.durable)
+
+    def write_pareto(self, pareto: dict[str, Any]) -> None:
+        """Replace ``pareto.json`` atomically."""
+        atomic_write(self.pareto_path, _json_bytes(pareto), self.durable)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Replace ``checkpoint.pt`` atomically (see :func:`save_checkpoint`)."""

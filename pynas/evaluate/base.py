@@ -32,6 +32,12 @@ class Evaluator(ABC):
             classification, ``val_r2``... for regression, every column of a table row.
         """
 
+    def metric_names(self) -> list[str] | None:
+        """The names of the metrics :meth:`evaluate` returns, so that ``--objectives``
+        can be checked before a search starts; ``None`` when only an evaluation tells
+        (a user's function)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What this evaluator is, for ``result.json`` (dataset, table, epochs...)."""
         return {"evaluator": type(self).__name__}

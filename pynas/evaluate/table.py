@@ -181,6 +181,11 @@ class TableEvaluator(Evaluator):
                     f"{space.name!r} ({reason}): give the table's --space"
                 ) from None
 
+    def metric_names(self) -> list[str]:
+        """The table's numeric columns, and what :meth:`evaluate` adds to them."""
+        added = ["score", "val_acc", "seconds"] + (["test_acc"] if self.test_column else [])
+        return list(read_table(self.path).columns) + added
+
     def describe(self) -> dict[str, Any]:
         return {"evaluator": type(self).__name__, **vars(self)}
 

@@ -285,6 +285,15 @@ class TrainEvaluator(Evaluator):
     def score_name(self) -> str:
         return self.dataset().score_name
 
+    def metric_names(self) -> list[str]:
+        """What :meth:`evaluate` returns for this data's task."""
+        if self.dataset().task == CLASSIFICATION:
+            scores = ["val_acc", "test_acc"]
+        else:
+            scores = [f"{part}_{name}" for part in ("val", "test")
+                      for name in ("r2", "rmse", "mae")]
+        return ["score", *scores, "train_loss", "seconds", "params"]
+
     def describe(self) -> dict[str, Any]:
         settings = {key: value for key, value in vars(self).items() if key != "data"}
         source = self.data.to_dict() if isinstance(self.data, DataSpec) else {}

@@ -40,6 +40,7 @@ from pynas.evaluate import Evaluator, FunctionEvaluator, TableEvaluator, TrainEv
 from pynas.evaluate.train import _parse_device as parse_device
 from pynas.evaluate.train import cached_dataset
 from pynas.executors import Executor, ProcessPoolExecutor, RayExecutor, SerialExecutor
+from pynas.objectives import COST_MEASURES, LATENCY_MEASURES, Objectives, parse_objectives
 from pynas.plots import test_counterpart
 from pynas.runs import RunDirectory
 from pynas.search.loop import Budget, run_search
@@ -187,7 +188,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "costs and constraints",
         "every trial records the parameters (params), multiply-adds (flops) and peak "
         "activation bytes of its network, measured before training (on a table: the "
-        "table's CIFAR-10 networks, 3x32x32 inputs and 10 classes); a candidate that "
+        "table's CIFAR-10 networks, 3x32x32 inputs and 10 classes, and the peak activation "
+        "only when an objective names it); a candidate that "
         "breaks a limit is never trained and counts as infeasible, outside the budget. "
         "Counts take SI suffixes: 500k, 2M, 1.5G",
     )
@@ -209,6 +211,14 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also record each trial's latency on --device, for one example (latency_ms) "
         "and a training batch (batch_latency_ms)",
+    )
+    costs.add_argument(
+        "--objectives",
+        metavar="NAME[:max|min],...",
+        help="search for the Pareto front of two or more metrics: the evaluator's (val_acc, "
+        "val_rmse, a table's columns such as cifar10_valid) and the cost measures (params, "
+        "flops, peak_activation_bytes, latency_ms); each maximised or minimised as its name "
+        "says, or as :max/:min says. Writes pareto.json and pareto.png",
     )
     budget = parser.add_argument_group("budget (one or both)")
     budget.add_argument("--budget", type=int, metavar="N", help="finished evaluations")
@@ -379,6 +389,26 @@ def prepare_inputs(args: argparse.Namespace) -> None:
         raise UsageError("--max-params, --max-flops, --max-latency-ms and --measure-latency "
                          f"measure networks, whose input a table of the {args.space} space "
                          "does not give")
+    args._objectives = check_objectives(args, evaluator)
+
+
+def check_objectives(args: argparse.Namespace, evaluator: Evaluator) -> Objectives | None:
+    """``--objectives`` parsed, each name checked against the evaluator's metrics and the
+    cost measures; a latency objective turns on ``--measure-latency``. A strategy that
+    drives itself (DARTS) checks them itself."""
+    objectives = parse_objectives(args.objectives)
+    if objectives is None or not hasattr(strategy_module(args.strategy), "build"):
+        return objectives
+    names = evaluator.metric_names()
+    if names is not None:
+        measures = list(COST_MEASURES) if args._network is not None else []
+        where = ("the table " + str(args.benchmark) if args.benchmark is not None
+                 else "this search") + (" (its cost measures too)" if measures else "")
+        objectives.check_names([*names, *measures], where)
+    if any(name in LATENCY_MEASURES for name in objectives.names):
+        parse_device(args.device)
+        args.measure_latency = True
+    return objectives
 
 
 def check_constraints(args: argparse.Namespace) -> None:
@@ -424,9 +454,13 @@ def cost_model(args: argparse.Namespace, space: SearchSpace) -> CostModel | None
     # latency at the trainer's batch size when none is given
     batch_size = args.batch_size or inspect.signature(TrainEvaluator).parameters[
         "batch_size"].default
+    # on a table, the tracked forward pass would cost more than the look-up
+    objectives = getattr(args, "_objectives", None)
+    peak_activation = not args._simulated_time or (
+        objectives is not None and "peak_activation_bytes" in objectives.names)
     return CostModel(space, *args._network, constraints(args),
                      latency_batch_size=batch_size if args.measure_latency else None,
-                     device=args.device)
+                     device=args.device, peak_activation=peak_activation)
 
 
 def check_table_space(evaluator: Evaluator, space_name: str) -> None:
@@ -504,9 +538,11 @@ def search(
     if getattr(args, "_evaluator", None) is None:
         prepare_inputs(args)
     space: SearchSpace = get_space(args.space)
+    # before the strategy: PNAS takes the cost objectives from it
+    costs = args._costs = cost_model(args, space)
     strategy = module.build(space, args)
     budget = Budget(args.budget, args.budget_seconds, simulated_time=args._simulated_time)
-    executor, costs = make_executor(args), cost_model(args, space)
+    executor = make_executor(args)
     announce_threads(args)
     result = run_search(strategy, args._evaluator, run_dir, budget, executor, progress,
                         costs=costs)

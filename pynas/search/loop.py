@@ -27,6 +27,12 @@ drops the child and mutates again, RL leaves it out of its update, PNAS neither 
 it nor fits its surrogate on it), and is asked again, all before the checkpoint of step 2.
 Such candidates are counted apart (``infeasible`` in ``result.json``), outside the budget;
 after :data:`MAX_INFEASIBLE_IN_A_ROW` of them in a row the search stops asking.
+
+A strategy is told :meth:`Strategy.value_of` a trial's metrics: the score, or with
+several objectives (``strategy.objectives``) their vector (RL: its cost-weighted reward).
+Such a run ends by writing ``pareto.json`` and ``pareto.png`` (the finished trials no
+other finished trial dominates, :func:`pareto_attempts`) and adds ``objectives`` and
+``pareto`` to ``result.json``.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ from pynas.costs import CostModel
 from pynas.errors import UsageError
 from pynas.evaluate.base import Evaluator
 from pynas.executors import Completion, Executor, SerialExecutor
-from pynas.plots import plot_search_curve
+from pynas.objectives import Objectives, pareto_front
+from pynas.plots import plot_pareto, plot_search_curve
 from pynas.runs import (
     FAILED,
     FINISHED,
@@ -54,6 +61,7 @@ from pynas.runs import (
     RunDirectory,
     TrialStore,
     best_attempt,
+    finished_in_order,
     load_checkpoint,
 )
 from pynas.search.base import Strategy
@@ -167,9 +175,23 @@ def run_search(
             f"{search.infeasible} broke them and none was trained; loosen them"
         )
     result = _result(search, evaluator, run, attempts)
+    title = f"{strategy.name} on {strategy.space.name}"
+    if strategy.objectives is not None:
+        front = pareto_attempts(attempts, strategy.objectives)
+        result["objectives"] = strategy.objectives.describe()
+        result["pareto"] = [{"trial": a.trial, "arch": a.arch,
+                             **{name: a.metrics[name] for name in strategy.objectives.names}}
+                            for a in front]
+        run.write_pareto({
+            "objectives": result["objectives"],
+            "trials": [{"trial": a.trial, "arch": a.arch,
+                        "genotype": strategy.space.to_genotype(a.decisions),
+                        "metrics": a.metrics} for a in front],
+        })
+        plot_pareto(attempts, front, strategy.objectives, run.pareto_plot_path, title=title,
+                    limits=costs.constraints.given() if costs is not None else {})
     run.write_result(result)
-    plot_search_curve(attempts, run.curve_path, title=f"{strategy.name} on {strategy.space.name}",
-                      score_name=result["score_name"])
+    plot_search_curve(attempts, run.curve_path, title=title, score_name=result["score_name"])
     best = best_attempt(attempts)
     if best is not None and hasattr(strategy.space, "draw"):  # spaces that draw their cells
         strategy.space.draw(strategy.space.validate(best.decisions), run.path)
@@ -312,6 +334,10 @@ class _Search:
                 # the same keys of a table (a column "params"...) give way to the measures
                 completion = dataclasses.replace(completion, metrics={
                     **completion.metrics, **self.costs.measure(self.pending[completion.trial])})
+            if self.strategy.objectives is not None:
+                # an objective the evaluator does not report stops the search here, with
+                # the metrics it does report (the row is retried on resume)
+                self.strategy.objectives.vector(completion.metrics)
             self.store.finish(row_id, completion.metrics, completion.worker)
         else:
             self.store.fail(row_id, completion.error, completion.worker)
@@ -328,7 +354,8 @@ class _Search:
             self.best_score = metrics["score"]
 
     def _tell(self, trial: int, metrics: dict[str, Any] | None) -> None:
-        self.strategy.tell(self.pending.pop(trial), None if metrics is None else metrics["score"])
+        arch = self.pending.pop(trial)
+        self.strategy.tell(arch, None if metrics is None else self.strategy.value_of(metrics))
 
     def checkpoint(self) -> None:
         self.run.save_checkpoint(
@@ -342,6 +369,14 @@ class _Search:
                 "infeasible_in_a_row": self.infeasible_in_a_row,
             }
         )
+
+
+def pareto_attempts(attempts: list[Attempt], objectives: Objectives) -> list[Attempt]:
+    """The finished attempts that no other finished attempt dominates in ``objectives``,
+    best first in the first objective."""
+    finished = finished_in_order(attempts)
+    front = [finished[i] for i in pareto_front([objectives.vector(a.metrics) for a in finished])]
+    return sorted(front, key=lambda a: (-objectives.vector(a.metrics)[0], a.trial))
 
 
 def _result(

@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pynas.costs import CostModel
 from pynas.errors import UsageError
 from pynas.evaluate import TableEvaluator
+from pynas.objectives import COST_MEASURES, Objectives, pareto_order
 from pynas.runs import RunDirectory, load_checkpoint
 from pynas.search.base import Strategy
 from pynas.search.cli import retrain_line, search, summary_line
@@ -397,6 +399,13 @@ class ProgressiveSearch(Strategy):
         beam when it is smaller), with ``"mlp"`` the best measured on NAS-Bench-201
         (``bench/RESULTS.md``).
 
+    objectives, costs
+        Several objectives: one that training gives (an accuracy, which the surrogate
+        predicts) and cost measures, which ``costs`` (a :class:`~pynas.costs.CostModel`)
+        gives exactly, untrained. The beam's parents and each batch of children are then
+        the best in NSGA-II's Pareto order (front, then crowding) of observed or
+        predicted accuracy and exact costs, rather than the highest accuracy.
+
     Notes
     -----
     A cell whose evaluation failed is neither a parent nor a training example. The
@@ -408,8 +417,11 @@ class ProgressiveSearch(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, beam: int = DEFAULT_BEAM,
                  levels: int | None = None, initial: int | None = None,
                  surrogate: str = "mlp", members: int = 5, surrogate_steps: int = 300,
-                 rounds: int | None = None) -> None:
-        super().__init__(space, seed)
+                 rounds: int | None = None, objectives: Objectives | None = None,
+                 costs: CostModel | None = None) -> None:
+        super().__init__(space, seed, objectives)
+        check_objectives(objectives, costs is not None)
+        self.costs = costs
         self.progression = progression_for(space)
         levels = self.progression.levels if levels is None else levels
         if not 1 <= levels <= self.progression.levels:
@@ -448,6 +460,26 @@ class ProgressiveSearch(Strategy):
 
     # -- ask / tell ---------------------------------------------------------------------
 
+    def value_of(self, metrics: dict[str, Any]) -> float:
+        """The score, or with objectives the one that training gives (maximised): what
+        the surrogate learns to predict."""
+        if self.objectives is None:
+            return metrics["score"]
+        quality = self.objectives.qualities[0]
+        return metrics[quality.name] if quality.maximize else -metrics[quality.name]
+
+    def _best(self, archs: Sequence[Arch], accuracies: Sequence[float], count: int
+              ) -> list[int]:
+        """The indices of the ``count`` best of ``archs``: the highest accuracy (ties in
+        their order), or with objectives the first in Pareto order of accuracy and the
+        exact cost measures."""
+        if self.objectives is None:
+            return sorted(range(len(archs)), key=lambda index: -accuracies[index])[:count]
+        vectors = [(accuracy, *(-self.costs.measure_one(arch, cost.name)
+                                for cost in self.objectives.costs))
+                   for arch, accuracy in zip(archs, accuracies)]
+        return pareto_order(vectors)[:count]
+
     def ask(self, count: int) -> list[Arch]:
         asked, self._queue = self._queue[:count], self._queue[count:]
         self._in_flight += asked
@@ -476,8 +508,9 @@ class ProgressiveSearch(Strategy):
         if self._level == self.levels:
             self._done = True
             return
-        parents = sorted((arch for arch, score in self._members.items() if score is not None),
-                         key=lambda arch: -self._members[arch])[: self.beam]
+        scored = [arch for arch, score in self._members.items() if score is not None]
+        parents = [scored[index] for index in
+                   self._best(scored, [self._members[arch] for arch in scored], self.beam)]
         children = list(dict.fromkeys(
             self.progression.key(child)
             for parent in parents for child in self.progression.children(parent, self._level)
@@ -500,8 +533,7 @@ class ProgressiveSearch(Strategy):
         candidates = self._candidates
         means, spreads = self.surrogate.predict([self.progression.tokens(c) for c in candidates])
         count = min(left, math.ceil(self.beam / self.rounds))
-        # sorted by predicted accuracy, ties in the children's order (a stable sort)
-        best = sorted(range(len(candidates)), key=lambda index: -means[index])[:count]
+        best = self._best(candidates, means, count)
         self._queue = [candidates[index] for index in best]
         self._predictions.update(
             (candidates[index], (float(means[index]), float(spreads[index]))) for index in best
@@ -664,12 +696,30 @@ def build(space: SearchSpace, args: argparse.Namespace) -> ProgressiveSearch:
     if plan.note is not None:
         print(f"pynas: {plan.note}", file=sys.stderr)
     return ProgressiveSearch(space, seed=args.seed, beam=plan.beam, levels=plan.levels,
-                             initial=plan.initial, surrogate=args.surrogate, rounds=args.rounds)
+                             initial=plan.initial, surrogate=args.surrogate, rounds=args.rounds,
+                             objectives=getattr(args, "_objectives", None),
+                             costs=getattr(args, "_costs", None))
+
+
+def check_objectives(objectives: Objectives | None, has_costs: bool) -> None:
+    """Refuse objectives PNAS cannot rank: it predicts one that training gives and takes
+    the others exactly, so they must be cost measures that the search can measure."""
+    if objectives is None:
+        return
+    if len(objectives.qualities) != 1:
+        raise UsageError(f"pnas: --objectives must hold one metric that training gives (its "
+                         f"surrogate predicts it) and cost measures ({', '.join(COST_MEASURES)}),"
+                         f" got {objectives}")
+    if not has_costs:
+        raise UsageError("pnas: the cost objectives need networks to measure, whose input a "
+                         "table of this space does not give")
 
 
 def check_arguments(space: SearchSpace, args: argparse.Namespace) -> Plan:
     """The plan of ``pynas search pnas``; a :class:`UsageError` for options that do not fit
     the space or the budget (the command calls it before creating the run directory)."""
+    check_objectives(getattr(args, "_objectives", None),
+                     getattr(args, "_network", None) is not None)
     return fit_budget(progression_for(space), args.budget, args.levels, args.beam,
                       args.initial, smallest_beam=args.rounds or 1)
 

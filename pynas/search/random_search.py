@@ -13,6 +13,7 @@ import math
 import random
 from typing import Any
 
+from pynas.objectives import Objectives
 from pynas.search.base import Strategy
 from pynas.spaces.base import Arch, SearchSpace
 
@@ -26,12 +27,16 @@ class RandomSearch(Strategy):
         The space to draw from.
     seed
         Seeds the strategy's own :class:`random.Random`; equal seeds give equal runs.
+    objectives
+        Several objectives: they change nothing in what is drawn; the run reports the
+        Pareto front of what it drew.
     """
 
     name = "random"
 
-    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
-        super().__init__(space, seed)
+    def __init__(self, space: SearchSpace, seed: int = 0,
+                 objectives: Objectives | None = None) -> None:
+        super().__init__(space, seed, objectives)
         self._random = random.Random(seed)
         self._proposed: set[Arch] = set()
         self._space_size = math.prod(space.num_choices)
@@ -94,4 +99,4 @@ def set_random_state(generator: random.Random, state: Any) -> None:
 
 def build(space: SearchSpace, args: argparse.Namespace) -> RandomSearch:
     """The strategy for ``pynas search random`` (see :mod:`pynas.search.cli`)."""
-    return RandomSearch(space, seed=args.seed)
+    return RandomSearch(space, seed=args.seed, objectives=getattr(args, "_objectives", None))

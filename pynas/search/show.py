@@ -12,7 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from pynas.errors import UsageError
-from pynas.plots import plot_search_curve
+from pynas.objectives import Objectives, parse_objectives
+from pynas.plots import plot_pareto, plot_search_curve
 from pynas.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDirectory, best_attempt
 from pynas.spaces import SPACES, get_space
 
@@ -57,12 +58,37 @@ def run(args: argparse.Namespace) -> int:
         if space is not None and hasattr(space, "draw"):  # spaces that draw their cells
             for path in space.draw(space.validate(best.decisions), run_dir.path):
                 print(f"plot         {path}")
+    objectives = parse_objectives(config.get("objectives"))
+    if objectives is not None:
+        _show_front(attempts, objectives, run_dir, title, config)
     failures = [a for a in attempts if a.state == FAILED]
     if failures:
         last = failures[-1]
         print(f"last failure trial {last.trial}: {_last_line(last.error)}")
     print(f"plot         {Path(run_dir.curve_path)}")
     return 0
+
+
+def _show_front(attempts: list, objectives: Objectives, run_dir: RunDirectory, title: str,
+                config: dict) -> None:
+    """Print the Pareto front of the finished trials as a table; redraw ``pareto.png``."""
+    from pynas.search.loop import pareto_attempts
+
+    front = pareto_attempts(attempts, objectives)
+    limits = {name: config[name] for name in ("max_params", "max_flops", "max_latency_ms")
+              if config.get(name) is not None}
+    plot_pareto(attempts, front, objectives, run_dir.pareto_plot_path, title=title,
+                limits=limits)
+    print(f"pareto front {len(front)} trial(s) no other trial dominates:")
+    header = ["trial", *(f"{o.name} ({'max' if o.maximize else 'min'})" for o in objectives),
+              "architecture"]
+    rows = [[str(a.trial), *(_format(a.metrics[o.name]) for o in objectives), a.arch]
+            for a in front]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths))
+              + "  " + row[-1])
+    print(f"plot         {run_dir.pareto_plot_path}")
 
 
 def _show_one_shot(run_dir: RunDirectory) -> int:

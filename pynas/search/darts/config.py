@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 
+from pynas.costs import parse_count
 from pynas.errors import UsageError
+from pynas.objectives import parse_objectives
 from pynas.search.darts.supernet import MIXED_OP_KINDS
 
 #: supernets DARTS can search, by ``--space``
 SUPERNET_SPACES = ("darts", "nb201")
+#: the cost measures ``--cost-target`` can set (a per-operation table adds them up)
+COST_TARGET_MEASURES = ("flops", "params")
+#: the weight of the cost term without ``--cost-weight``, chosen on tuning seeds (see
+#: bench/RESULTS.md, "DARTS cost target"): 1 and 10 leave the nb201 cell 2-11 times over a
+#: 25th-percentile target, as beta-decay's gradient swamps the term's (see
+#: :mod:`pynas.search.darts.cost`)
+DEFAULT_COST_WEIGHT = 100.0
 
 
 @dataclass
@@ -55,8 +65,19 @@ class DartsConfig:
     warmup_epochs: int = 0
     #: DrNAS: Dirichlet-sampled mixed weights
     dirichlet: bool = False
+    #: ``--objectives``: names the cost measure ``cost_target`` sets (flops or params;
+    #: flops when ``None``)
+    objectives: str | None = None
+    #: the cost of the discretized network the search aims at (multiply-adds of one
+    #: example or parameters; ``2M`` style text accepted); ``None``: no cost term
+    cost_target: int | None = None
+    #: the weight of the cost term (``None``: :data:`DEFAULT_COST_WEIGHT`)
+    cost_weight: float | None = None
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.cost_target = parse_count(self.cost_target, "--cost-target")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DartsConfig:
@@ -66,6 +87,39 @@ class DartsConfig:
             if getattr(args, field.name, None) is not None
         }
         return cls(**values)
+
+    @property
+    def cost_measure(self) -> str:
+        """The measure ``cost_target`` sets: the one cost of ``objectives``, else flops.
+
+        Raises
+        ------
+        UsageError
+            When ``objectives`` names no cost, several, or one a table cannot price.
+        """
+        objectives = parse_objectives(self.objectives)
+        if objectives is None:
+            return "flops"
+        names = [objective.name for objective in objectives.costs]
+        for name in names:
+            if name not in COST_TARGET_MEASURES:
+                raise UsageError(
+                    f"--objectives {name} is not supported for DARTS: its cost term adds up "
+                    "a table of what each operation costs, and only flops and params add "
+                    "up over operations (latency and peak memory are measured on whole "
+                    "networks)"
+                )
+        if len(names) != 1:
+            raise UsageError(
+                "DARTS needs --objectives to name exactly one cost, flops or params, for "
+                f"--cost-target; got {', '.join(names) or 'none'} in {objectives}"
+            )
+        return names[0]
+
+    @property
+    def penalty_weight(self) -> float:
+        """The cost term's weight: ``cost_weight`` or :data:`DEFAULT_COST_WEIGHT`."""
+        return DEFAULT_COST_WEIGHT if self.cost_weight is None else self.cost_weight
 
     def check(self) -> None:
         """Raise :class:`UsageError` for settings no search can run with."""
@@ -88,6 +142,26 @@ class DartsConfig:
             )
         if self.beta_decay < 0:
             raise UsageError(f"--beta-decay must be >= 0, got {self.beta_decay}")
+        self._check_cost_target()
+
+    def _check_cost_target(self) -> None:
+        self.cost_measure  # noqa: B018 (refuses objectives it cannot set)
+        if self.cost_target is None:
+            if self.objectives is not None:
+                raise UsageError(
+                    "DARTS needs --cost-target with --objectives: it trains one supernet, "
+                    "whose cost it steers toward a target rather than a Pareto front"
+                )
+            if self.cost_weight is not None:
+                raise UsageError("--cost-weight needs --cost-target, the cost it weighs")
+            return
+        if not (math.isfinite(self.penalty_weight) and self.penalty_weight > 0):
+            raise UsageError(f"--cost-weight must be a number > 0, got {self.cost_weight}")
+        if self.space == "darts" and self.multiplier != self.steps:
+            raise UsageError(
+                "--cost-target on the darts space needs --multiplier = --steps: the cost "
+                "is measured on the darts space, whose cells concatenate every node"
+            )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +231,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.arch_lr,
         help="Adam learning rate of the architecture (default: %(default)s)",
+    )
+    cost = parser.add_argument_group(
+        "darts: cost target (the measure: the one cost of --objectives, flops or params; "
+        "flops without --objectives)"
+    )
+    cost.add_argument(
+        "--cost-target",
+        metavar="COUNT",
+        help="steer the search toward a discretized network of this cost (multiply-adds "
+        "of one example, or parameters; 500k, 2M, 1.5G): adds weight * log(cost / "
+        "target)^2 to the architecture loss, the cost being the discretized network's in "
+        "value and the expected cost over the (sharpened) operation weights in gradient",
+    )
+    cost.add_argument(
+        "--cost-weight",
+        type=float,
+        metavar="W",
+        help=f"weight of the cost term (default: {DEFAULT_COST_WEIGHT:g}, chosen on tuning "
+        "seeds of the nb201 supernet on digits with beta-decay on; see bench/RESULTS.md)",
     )
     cures = parser.add_argument_group(
         "darts: cures for the collapse to parameter-free operations (beta-decay on by "

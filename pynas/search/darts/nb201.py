@@ -14,6 +14,7 @@ from pynas.search.darts.supernet import (
     combine_node,
     search_edge,
 )
+from pynas.spaces.base import Arch
 from pynas.spaces.nb201 import (
     EDGES,
     NUM_NODES,
@@ -79,6 +80,7 @@ class NB201Supernet(Supernet):
         dirichlet: bool = False,
     ) -> None:
         super().__init__(range(1, NUM_NODES), edge_normalization, dirichlet)
+        self.discrete_space = NB201Space(channels=channels, cells_per_stage=cells_per_stage)
         combine = NodeCombine(mixed_op, partial_channels)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
@@ -109,7 +111,27 @@ class NB201Supernet(Supernet):
 
     def arch_string(self) -> str:
         """The discretized cell as an nb201 architecture string."""
-        return NB201Space().to_string(tuple(self.chosen_operations()))
+        return self.discrete_space.to_string(self.discrete_architecture())
+
+    def discrete_architecture(self) -> Arch:
+        return self.discrete_space.validate(tuple(self.chosen_operations()))
+
+    def edge_variants(self) -> tuple[Arch, dict[tuple[str, int, int], Arch]]:
+        """The reference: ``none`` on every edge; a variant puts one operation on one edge."""
+        none = self.operations.index("none")
+        reference = (none,) * len(EDGES)
+        variants = {
+            ("cell", edge, index): reference[:edge] + (index,) + reference[edge + 1 :]
+            for edge in range(len(EDGES))
+            for index in range(len(self.operations))
+            if index != none
+        }
+        return reference, variants
+
+    def choice_weights(self, kind: str) -> Tensor:
+        """Every edge is kept, with its strongest operation, ``none`` included: the
+        operation weights themselves."""
+        return self.expected_operation_weights(kind)
 
     def genotype(self) -> dict:
         return {"space": "nb201", "arch": self.arch_string()}

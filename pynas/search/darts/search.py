@@ -5,7 +5,8 @@ It trains a supernet (the darts cell, or ``--space nb201``) with the bilevel opt
 architecture logits on the other half (the paper's CIFAR protocol), with the cures for the
 collapse that the configuration turns on (:mod:`pynas.search.darts.cures`,
 :mod:`pynas.search.darts.partial`). It then discretizes the cells, measures the
-discretized supernet on the validation and test splits, and writes ``result.json``,
+discretized supernet on the validation and test splits (and, with ``--cost-target``, the
+discretized network's cost: :mod:`pynas.search.darts.cost`), and writes ``result.json``,
 ``checkpoint.pt`` (each epoch; ``--resume`` continues from it), the architecture-weight
 plots, the loss/accuracy curves and drawings of the cells.
 
@@ -41,6 +42,14 @@ from pynas.errors import UsageError
 from pynas.runs import RunDirectory, load_checkpoint, save_checkpoint
 from pynas.search.darts.bilevel import BilevelOptimizer, Penalty, average_across_processes
 from pynas.search.darts.config import DartsConfig
+from pynas.search.darts.cost import (
+    CostTable,
+    cost_penalty,
+    cost_summary,
+    cost_table,
+    discretized_cost,
+    expected_cost,
+)
 from pynas.search.darts.cures import beta_decay, linear_ramp
 from pynas.search.darts.nb201 import NB201Supernet
 from pynas.search.darts.supernet import DartsSupernet, Supernet
@@ -92,6 +101,13 @@ def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
             f"epochs in {result['seconds']:.0f} s"
             + (f"; run in {run_dir.path}" if run_dir is not None else "")
         )
+        if "cost_target" in result:
+            cost = result["cost_target"]
+            print(
+                f"{cost['measure']} of the discretized network: {cost['cost']:,}, "
+                f"{cost['ratio']:.2f} x the target {cost['target']:,} (weight "
+                f"{cost['weight']:g})"
+            )
         if run_dir is not None:
             print(retrain_line(run_dir.path))
     return 0
@@ -321,6 +337,8 @@ class TrainedSupernet:
     #: the half of the training split the weights learned on
     weight_half: Split
     device: torch.device
+    #: what each operation costs, with ``--cost-target``
+    cost_table: CostTable | None = None
 
 
 def train_supernet(
@@ -346,6 +364,9 @@ def train_supernet(
     weight_half, arch_half = split_in_halves(data.train, config.seed)
     torch.manual_seed(config.seed)
     model = build_supernet(config, data.num_classes, data.input_shape[0]).to(device)
+    table = None
+    if config.cost_target is not None:
+        table = cost_table(model, config.cost_measure, data.input_shape, data.num_classes)
     bilevel = BilevelOptimizer(
         model,
         config.epochs,
@@ -355,7 +376,7 @@ def train_supernet(
         arch_lr=config.arch_lr,
     )
     _synchronise(model)
-    history = [{"epoch": 0, "alphas": model.alpha_weights()}]
+    history = [{"epoch": 0, "alphas": model.alpha_weights(), **costs_of(model, table)}]
     state = _load_resume_state(run_dir, resume)
     if state is not None:
         _check_same_search(state["config"], config)
@@ -387,12 +408,17 @@ def train_supernet(
                 ramp = linear_ramp((epoch - 1) * steps_per_epoch + step - 1, total_steps)
                 if config.aux_skip:
                     model.skip_coefficient = 1.0 - ramp
+                penalties = []
+                if config.beta_decay:
+                    penalties.append(beta_decay_penalty(model, config.beta_decay * ramp))
+                if table is not None:
+                    penalties.append(cost_penalty(model, table, config.cost_target,
+                                                  config.penalty_weight))
                 outcome = bilevel.step(
                     train_batch,
                     valid_batch,
                     update_architecture=epoch > config.warmup_epochs,
-                    penalty=beta_decay_penalty(model, config.beta_decay * ramp)
-                    if config.beta_decay else None,
+                    penalty=sum_of(penalties),
                 )
                 for key, value in outcome.items():
                     totals[key] += value
@@ -409,12 +435,15 @@ def train_supernet(
                 "valid_acc": accuracy(model, epoch_validation, device, data),
                 "learning_rate": bilevel.learning_rate,
                 "alphas": model.alpha_weights(),
+                **costs_of(model, table),
             }
             history.append(entry)
             if rank == 0 and progress:
                 bar.write(
                     f"epoch {epoch}/{config.epochs}: train loss {entry['train_loss']:.3f}, "
-                    f"train {entry['train_acc']:.1f}%, supernet val {entry['valid_acc']:.1f}%",
+                    f"train {entry['train_acc']:.1f}%, supernet val {entry['valid_acc']:.1f}%"
+                    + (f", {table.measure} expected {entry['expected_cost']:,.0f}, "
+                       f"discretized {entry['discretized_cost']:,.0f}" if table else ""),
                     file=sys.stderr,
                 )
             if run_dir is not None:
@@ -429,12 +458,29 @@ def train_supernet(
                     },
                 )
     model.skip_coefficient = 0.0  # DARTS-'s skip is not part of the architecture found
-    return TrainedSupernet(model, history, time.time() - started, weight_half, device)
+    return TrainedSupernet(model, history, time.time() - started, weight_half, device, table)
 
 
 def beta_decay_penalty(model: Supernet, weight: float) -> Penalty:
     """beta-DARTS's regularization of ``model``'s operation logits, times ``weight``."""
     return lambda: weight * beta_decay(model.operation_logits())
+
+
+def sum_of(penalties: list[Penalty]) -> Penalty | None:
+    """One penalty adding up ``penalties``; ``None`` when there are none."""
+    if not penalties:
+        return None
+    return lambda: sum(penalty() for penalty in penalties)
+
+
+@torch.no_grad()
+def costs_of(model: Supernet, table: CostTable | None) -> dict[str, float]:
+    """For an epoch's history: the expected cost and the discretized network's (from the
+    table), with ``--cost-target``."""
+    if table is None:
+        return {}
+    return {"expected_cost": float(expected_cost(model, table)),
+            "discretized_cost": discretized_cost(model, table)}
 
 
 def _check_same_search(saved: dict[str, Any], config: DartsConfig) -> None:
@@ -469,6 +515,12 @@ def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits
         "supernet_test_acc": accuracy(model, data.test, device, data),
         "final_train_loss": trained.history[-1]["train_loss"],
     }
+    extra: dict[str, Any] = {}
+    if trained.cost_table is not None:
+        extra["cost_target"] = cost_summary(model, trained.cost_table, config.cost_target,
+                                            config.penalty_weight, data.input_shape,
+                                            data.num_classes)
+        metrics[trained.cost_table.measure] = extra["cost_target"]["cost"]
     return {
         "strategy": "darts",
         "space": config.space,
@@ -484,6 +536,7 @@ def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits
         "data": data.describe(),
         "config": dataclasses.asdict(config),
         "world_size": _rank_and_world()[1],
+        **extra,
         "best": {
             "arch": arch,
             "genotype": genotype,

@@ -29,7 +29,9 @@ from pynas.ops import (
 )
 from pynas.search.darts.cures import expected_weights, mixing_logits
 from pynas.search.darts.partial import PartialChannelEdge, node_softmax
+from pynas.spaces.base import Arch, SearchSpace
 from pynas.spaces.darts import (
+    CELL_OPERATIONS,
     OPERATIONS,
     DartsSpace,
     Genotype,
@@ -253,8 +255,11 @@ class Supernet(ArchitectureMixin, nn.Module):
     logits (and ``beta_<type>`` (edges,) with edge normalization), and how they become the
     weights the cells read.
 
-    Subclasses set ``cell_kinds``, ``operations`` and ``skip_kinds`` (the cell types with
-    the auxiliary skip), and implement ``discrete_choices``.
+    Subclasses set ``cell_kinds``, ``operations``, ``skip_kinds`` (the cell types with
+    the auxiliary skip) and ``discrete_space`` (the space of the networks the search
+    derives, at their full channels), and implement ``discrete_choices``,
+    ``discrete_architecture``, ``edge_variants`` and ``choice_weights`` (what the
+    expected-cost term of :mod:`pynas.search.darts.cost` reads).
 
     Parameters
     ----------
@@ -267,6 +272,7 @@ class Supernet(ArchitectureMixin, nn.Module):
     cell_kinds: tuple[str, ...]
     operations: tuple[str, ...]
     skip_kinds: tuple[str, ...]
+    discrete_space: SearchSpace
 
     def __init__(
         self, node_inputs: Sequence[int], edge_normalization: bool, dirichlet: bool
@@ -319,6 +325,32 @@ class Supernet(ArchitectureMixin, nn.Module):
         """Per cell type, the operation index the discretized cell gives each edge (that of
         ``none`` for an edge it drops)."""
         raise NotImplementedError
+
+    def discrete_architecture(self) -> Arch:
+        """The discretized cells as an architecture of ``discrete_space``."""
+        raise NotImplementedError
+
+    def edge_variants(self) -> tuple[Arch, dict[tuple[str, int, int], Arch]]:
+        """Architectures of ``discrete_space`` that price each operation of each edge.
+
+        Returns a reference architecture and, for each ``(cell type, edge, operation)``
+        that discretization can choose (``none`` excluded), an architecture that differs
+        from the reference in that edge alone. A network's cost is then the reference's
+        plus, over the edges its cells keep, the variants' differences from it (the
+        tests check this against every measure of discretized architectures).
+        """
+        raise NotImplementedError
+
+    def choice_weights(self, kind: str) -> Tensor:
+        """(edges, K), differentiable in the architecture parameters: how much each
+        operation of each edge of the cells of type ``kind`` counts in the discretized
+        cell, the smooth stand-in for the 0/1 choices of :meth:`discrete_choices`."""
+        raise NotImplementedError
+
+    def expected_operation_weights(self, kind: str) -> Tensor:
+        """(edges, K), differentiable: ``softmax(alpha)``, or the Dirichlet mean, the
+        weights discretization ranks."""
+        return expected_weights(getattr(self, f"alpha_{kind}"), self.dirichlet)
 
     @torch.no_grad()
     def discretized_logits(self) -> dict[str, Tensor]:
@@ -385,6 +417,9 @@ class DartsSupernet(Supernet):
         super().__init__([2 + node for node in range(steps)], edge_normalization, dirichlet)
         self.steps = steps
         self.multiplier = multiplier
+        self.discrete_space = DartsSpace(
+            channels=channels, layers=layers, steps=steps, stem_multiplier=stem_multiplier
+        )
         combine = NodeCombine(mixed_op, partial_channels)
         stem_channels = stem_multiplier * channels
         self.stem = nn.Sequential(
@@ -439,8 +474,61 @@ class DartsSupernet(Supernet):
         out nodes, which the space's decisions cannot express)."""
         if self.multiplier != self.steps:
             return None
-        space = DartsSpace(steps=self.steps)
-        return space.to_string(space.from_genotype(self.genotype()))
+        return self.discrete_space.to_string(self.discrete_architecture())
+
+    def discrete_architecture(self) -> Arch:
+        """The genotype as an architecture of the darts space (whose cells concatenate
+        every node: ``multiplier`` must equal ``steps``)."""
+        return self.discrete_space.from_genotype(self.genotype())
+
+    def edge_variants(self) -> tuple[Arch, dict[tuple[str, int, int], Arch]]:
+        """The reference: every node fed by inputs 0 and 1 through the first cell
+        operation (``max_pool_3x3``). The variant of edge ``source -> node`` with
+        operation ``o`` puts ``o`` on that edge in place of one of the node's reference
+        edges (that from input 1 when the source is 1, else that from input 0). Both
+        reference edges of a node read a cell input of the same shape with the same
+        stride, so it does not matter which one a variant replaces."""
+        reference_operation = CELL_OPERATIONS[0]
+
+        def architecture(kind: str = "", node: int = -1, pair: list | None = None) -> Arch:
+            genotype: Genotype = {}
+            for cell_kind in self.cell_kinds:
+                pairs = [[reference_operation, source]
+                         for _ in range(self.steps) for source in (0, 1)]
+                if cell_kind == kind:
+                    pairs[2 * node + (1 if pair[1] == 1 else 0)] = pair
+                genotype[cell_kind] = pairs
+                genotype[f"{cell_kind}_concat"] = self.discrete_space.concat
+            return self.discrete_space.from_genotype(genotype)
+
+        variants = {}
+        for kind in self.cell_kinds:
+            edge = 0
+            for node in range(self.steps):
+                for source in range(2 + node):
+                    for index, name in enumerate(self.operations):
+                        if name != "none":
+                            variants[kind, edge, index] = architecture(kind, node, [name, source])
+                    edge += 1
+        return architecture(), variants
+
+    def choice_weights(self, kind: str) -> Tensor:
+        """The derived cell keeps two input edges per node and, on each, the strongest
+        operation other than ``none``. So each edge's operations count by their weights
+        renormalised without ``none``, times the edge's share of the node's two kept
+        inputs: ``2 * strength / sum of the node's strengths``, an edge's strength being
+        what :func:`discretize_cell` ranks (its highest non-``none`` weight, times its
+        edge normalization weight). The weights of a node's edges sum to 2, as its kept
+        inputs do."""
+        none = self.operations.index("none")
+        weights = self.expected_operation_weights(kind)
+        weights = weights.index_fill(1, torch.tensor([none], device=weights.device), 0.0)
+        strength = weights.max(dim=-1).values
+        beta = getattr(self, f"beta_{kind}", None)
+        if beta is not None:
+            strength = strength * node_softmax(beta, self.node_inputs)
+        kept = torch.cat([2 * part / part.sum() for part in strength.split(self.node_inputs)])
+        return kept.unsqueeze(1) * weights / weights.sum(dim=-1, keepdim=True)
 
     def edge_names(self) -> list[str]:
         """``"source -> node"`` for each edge, nodes 0 and 1 being the cell inputs."""

@@ -10,6 +10,12 @@ with b an exponential moving average of the rewards (the baseline) and beta the 
 bonus (ENAS). Log-probabilities for the gradient come from re-scoring the sampled actions
 with the PyTorch LSTM. The controller, its optimizer, the baseline and the Philox stream
 position are in the state, so a resumed run continues exactly.
+
+With two objectives, an accuracy and a cost (``--objectives val_acc,flops --cost-target
+60M``), the reward is MnasNet's (Tan et al., CVPR 2019, Eq. 2): ``accuracy *
+(cost / target) ** w``. The soft reward has ``w = -0.07`` on both sides of the target
+(``--cost-weight`` sets its size), the hard one ``w = 0`` up to the target and ``-1``
+beyond it (``--cost-weight`` sets that ``1``).
 """
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ from typing import Any
 
 import torch
 
+from pynas.costs import parse_count, parse_milliseconds
 from pynas.errors import UsageError
+from pynas.objectives import COST_MEASURES, LATENCY_MEASURES, Objectives
 from pynas.search.base import Strategy
 from pynas.search.rl.controller import Controller
 from pynas.spaces.base import Arch, SearchSpace
@@ -39,6 +47,8 @@ class Reinforce(Strategy):
     baseline_decay : the baseline's moving-average decay.
     hidden : the LSTM's hidden size.
     tanh_constant : logits become ``c * tanh(logits)``; 0 leaves them as they are.
+    reward : the MnasNet reward of two objectives (:class:`MnasReward`); without it the
+        reward is the score.
     """
 
     name = "rl"
@@ -46,8 +56,9 @@ class Reinforce(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, batch: int = 10,
                  learning_rate: float = 0.03, entropy_weight: float = 1e-4,
                  baseline_decay: float = 0.95, hidden: int = 64,
-                 tanh_constant: float = 2.5) -> None:
-        super().__init__(space, seed)
+                 tanh_constant: float = 2.5, reward: MnasReward | None = None) -> None:
+        super().__init__(space, seed, None if reward is None else reward.objectives)
+        self.reward = reward
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         if not 0.0 <= baseline_decay < 1.0:
@@ -76,6 +87,10 @@ class Reinforce(Strategy):
         asked = self._actions[self._asked:self._asked + max(count, 0)]
         self._asked += len(asked)
         return asked
+
+    def value_of(self, metrics: dict[str, Any]) -> float:
+        """The score, or with objectives the MnasNet reward (in the score's units)."""
+        return metrics["score"] if self.reward is None else self.reward(metrics)
 
     def _sample_batch(self) -> None:
         seed, offset = self._philox
@@ -145,6 +160,65 @@ class Reinforce(Strategy):
         self._asked = batch["asked"]
 
 
+class MnasReward:
+    """MnasNet's reward ``accuracy * (cost / target) ** w`` (Tan et al. 2019, Eq. 2).
+
+    Parameters
+    ----------
+    objectives : two, an accuracy (maximised) and a cost (minimised), in either order.
+    target : the cost's target, in its units.
+    kind : ``"soft"``: ``w = -weight`` everywhere (default weight 0.07, the paper's);
+        ``"hard"``: ``w = 0`` up to the target, ``-weight`` beyond it (default 1).
+    weight : the size of ``w``.
+    """
+
+    DEFAULT_WEIGHTS = {"soft": 0.07, "hard": 1.0}
+
+    def __init__(self, objectives: Objectives, target: float | None, kind: str = "soft",
+                 weight: float | None = None) -> None:
+        maximised = [o for o in objectives if o.maximize]
+        minimised = [o for o in objectives if not o.maximize]
+        if len(maximised) != 1 or len(minimised) != 1:
+            raise UsageError(f"rl: --objectives for the MnasNet reward are an accuracy "
+                             f"(maximised) and a cost (minimised), got {objectives}")
+        if target is None:
+            raise UsageError(f"rl: --objectives needs --cost-target, the target of "
+                             f"{minimised[0].name} in the reward accuracy * (cost/target)^w")
+        if kind not in self.DEFAULT_WEIGHTS:
+            raise UsageError(f"rl: --reward must be soft or hard, got {kind!r}")
+        weight = self.DEFAULT_WEIGHTS[kind] if weight is None else weight
+        if not weight > 0:
+            raise UsageError(f"rl: --cost-weight must be positive, got {weight}")
+        self.objectives = objectives
+        self.accuracy, self.cost = maximised[0].name, minimised[0].name
+        self.target, self.kind, self.weight = float(target), kind, float(weight)
+
+    def __call__(self, metrics: dict[str, Any]) -> float:
+        cost = float(metrics[self.cost])
+        over = cost > self.target
+        exponent = -self.weight if self.kind == "soft" or over else 0.0
+        return float(metrics[self.accuracy]) * (max(cost, 1e-12) / self.target) ** exponent
+
+
+def parse_target(value: Any, cost: str) -> float:
+    """``--cost-target`` in the units of the cost objective ``cost``: a count with SI
+    suffixes for the counted measures, milliseconds for latency, else a positive number."""
+    if cost in COST_MEASURES and cost not in LATENCY_MEASURES:
+        return float(parse_count(value, "--cost-target"))
+    return parse_milliseconds(value, "--cost-target") if cost in LATENCY_MEASURES else (
+        _positive(value, "--cost-target"))
+
+
+def _positive(value: Any, option: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise UsageError(f"{option} must be a positive number, got {value!r}")
+    return number
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``pynas search rl``."""
     group = parser.add_argument_group("REINFORCE controller")
@@ -159,13 +233,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="moving-average decay of the baseline (default: %(default)s)")
     group.add_argument("--controller-hidden", type=int, default=64,
                        help="LSTM hidden size (default: %(default)s)")
+    reward = parser.add_argument_group(
+        "MnasNet reward (with --objectives ACCURACY,COST)",
+        "the reward becomes accuracy * (cost / target) ** w (Tan et al. 2019)")
+    reward.add_argument("--cost-target", metavar="VALUE",
+                        help="the cost's target (counts take SI suffixes: 60M)")
+    reward.add_argument("--reward", choices=tuple(MnasReward.DEFAULT_WEIGHTS),
+                        help="soft: w = -0.07 everywhere (the default); hard: w = 0 up to the "
+                        "target and -1 beyond it")
+    reward.add_argument("--cost-weight", type=float, metavar="W",
+                        help="the size of w (default: 0.07 soft, 1 hard)")
+
+
+def check_arguments(space: SearchSpace, args: argparse.Namespace) -> None:
+    """Refuse reward options without objectives, and objectives without a target."""
+    objectives = getattr(args, "_objectives", None)
+    if objectives is None:
+        given = [flag for flag, value in (("--cost-target", args.cost_target),
+                                          ("--reward", args.reward),
+                                          ("--cost-weight", args.cost_weight))
+                 if value is not None]
+        if given:
+            raise UsageError(f"rl: {', '.join(given)} shape the MnasNet reward, which needs "
+                             "--objectives ACCURACY,COST")
+        return
+    reward_of(args, objectives)
+
+
+def reward_of(args: argparse.Namespace, objectives: Objectives) -> MnasReward:
+    """The reward the options describe (errors as :class:`MnasReward` raises them)."""
+    costs = [o.name for o in objectives if not o.maximize]
+    target = args.cost_target
+    if target is not None and len(costs) == 1:
+        target = parse_target(target, costs[0])
+    return MnasReward(objectives, target, args.reward or "soft", args.cost_weight)
 
 
 def build(space: SearchSpace, args: argparse.Namespace) -> Reinforce:
     """The strategy for ``pynas search rl`` (see :mod:`pynas.search.cli`)."""
     try:
+        objectives = getattr(args, "_objectives", None)
         return Reinforce(space, seed=args.seed, batch=args.controller_batch,
                          learning_rate=args.controller_lr, entropy_weight=args.entropy_weight,
-                         baseline_decay=args.baseline_decay, hidden=args.controller_hidden)
+                         baseline_decay=args.baseline_decay, hidden=args.controller_hidden,
+                         reward=None if objectives is None else reward_of(args, objectives))
     except ValueError as error:
         raise UsageError(f"rl: {error}") from error

@@ -1,0 +1,164 @@
+"""DARTS with a multiply-add target on the nb201 supernet: how close the discretized cell
+comes to the target (issue #12).
+
+The protocol of the DARTS rows of ``bench/nb201.py`` (default DARTS, beta-decay on, first
+order, the nb201 supernet with C=8 and 5 cells per stage, trained on the embedded digits
+for ``--epochs`` 25 epochs) with ``--objectives val_acc,flops --cost-target T``, for each
+target of ``--percentiles``: that percentile of the multiply-adds of the 15,625 nb201
+cells' networks on the digits input (the networks the search derives), over ``--seeds``
+seeds from ``--first-seed``. Prints a markdown table, one row per search: the target,
+the seed, the discretized cell, its multiply-adds (``pynas.costs.measure``), the ratio to
+the target, whether it is within ``--tolerance`` (25%), the CIFAR-10 test accuracy of the
+cell in the NAS-Bench-201 table (a column left out when the table is absent), and the
+seconds of the search; then the same seeds without the cost term, for comparison, and
+one summary line per target. Run as ``pynas bench darts_cost`` or ``python
+bench/darts_cost.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pynas.errors import UsageError
+
+try:  # as pynas.bench.darts_cost, or as a script next to nb201.py
+    from pynas.bench.nb201 import DEFAULT_TABLE, run_darts
+except ImportError:  # pragma: no cover
+    from nb201 import DEFAULT_TABLE, run_darts  # type: ignore[no-redef]
+
+#: the variant of bench/nb201.py the searches run: pynas's default DARTS
+VARIANT = "darts-beta"
+#: the supernet's settings (DartsConfig defaults): the network the cells are priced in
+CHANNELS, CELLS_PER_STAGE = 8, 5
+
+
+def percentile_targets(dataset: str, percentiles: list[float]) -> dict[float, int]:
+    """Each percentile of the multiply-adds of every nb201 cell's network on ``dataset``'s
+    input (nearest rank)."""
+    from pynas.data import load_dataset
+    from pynas.spaces.nb201 import NB201Space
+
+    data = load_dataset(dataset, None)
+    counts = NB201Space(CHANNELS, CELLS_PER_STAGE).counts_of_every_cell(
+        tuple(data.input_shape), data.num_classes)
+    flops = sorted(multiply_adds for _, multiply_adds in counts.values())
+    return {p: flops[min(len(flops) - 1, round(p / 100 * (len(flops) - 1)))]
+            for p in percentiles}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pynas bench darts_cost",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--percentiles", type=float, nargs="+", default=[25.0, 50.0],
+                        help="targets: these percentiles of the cells' multiply-adds")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=10,
+                        help="10: fresh seeds (the weight's default was chosen on 0-2)")
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--cost-weight", type=float, default=None,
+                        help="default: pynas's (DEFAULT_COST_WEIGHT)")
+    parser.add_argument("--tolerance", type=float, default=0.25)
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the searches without the cost term")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.first_seed < 0 or args.epochs < 1:
+        raise UsageError("--seeds and --epochs must be at least 1, --first-seed at least 0")
+    if any(not 0 <= p <= 100 for p in args.percentiles):
+        raise UsageError(f"--percentiles must be in 0..100, got {args.percentiles}")
+    from pynas.search.darts.config import DEFAULT_COST_WEIGHT
+
+    weight = DEFAULT_COST_WEIGHT if args.cost_weight is None else args.cost_weight
+    targets = percentile_targets(args.dataset, args.percentiles)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    with_table = args.table.is_file()
+    print(f"\nDARTS (beta-decay, first order) on the nb201 supernet (C={CHANNELS}, "
+          f"{CELLS_PER_STAGE} cells per stage) trained on {args.dataset}, {args.epochs} epochs, "
+          f"--objectives val_acc,flops, --cost-weight {weight:g}, seeds {seeds.start}-"
+          f"{seeds.stop - 1}; targets: percentiles of the multiply-adds of the 15,625 cells' "
+          "networks\n")
+    print("| target | seed | discretized cell | flops | ratio to target | within ±"
+          f"{100 * args.tolerance:.0f}% |" + (" CIFAR-10 test |" if with_table else "")
+          + " s |")
+    print("|---" * (7 + with_table) + "|")
+    summaries = []
+    with tempfile.TemporaryDirectory(prefix="pynas-bench-darts-cost-") as work:
+        for percentile, target in targets.items():
+            work_dir = Path(work) / f"p{percentile:g}"
+            found = []
+            for seed in seeds:
+                run = run_darts(VARIANT, args.table, args.dataset, seed, args.epochs, work_dir,
+                                objectives="val_acc,flops", cost_target=target,
+                                cost_weight=args.cost_weight)
+                found.append(run)
+                ratio = run["result"]["cost_target"]["ratio"]
+                print_row(f"{target:,} (p{percentile:g})", seed, run,
+                          f"{ratio:.2f}", yes_no(ratio, args.tolerance), with_table)
+            ratios = [run["result"]["cost_target"]["ratio"] for run in found]
+            summaries.append((f"{target:,} (p{percentile:g})", ratios, found))
+        if not args.no_baseline:
+            work_dir = Path(work) / "none"
+            found = []
+            for seed in seeds:
+                run = run_darts(VARIANT, args.table, args.dataset, seed, args.epochs, work_dir)
+                found.append(run)
+                ratios = " / ".join(f"{flops_of(run) / target:.2f}" for target in targets.values())
+                print_row("no cost term", seed, run, ratios + " (to each target)", "-",
+                          with_table)
+            summaries.append(("no cost term", None, found))
+    print()
+    for label, ratios, found in summaries:
+        line = f"- {label}: "
+        if ratios is not None:
+            within = sum(abs(ratio - 1) <= args.tolerance for ratio in ratios)
+            line += (f"{within}/{len(ratios)} within ±{100 * args.tolerance:.0f}%, ratio "
+                     f"{statistics.mean(ratios):.2f} ± {spread(ratios):.2f}")
+        else:
+            values = [flops_of(run) for run in found]
+            line += f"flops {statistics.mean(values):,.0f} ± {spread(values):,.0f}"
+        if with_table:
+            tests = [run["cifar10_test"] for run in found]
+            line += f"; CIFAR-10 test {statistics.mean(tests):.2f} ± {spread(tests):.2f}"
+        seconds = statistics.mean(run["seconds"] for run in found)
+        print(line + f"; {seconds:.0f} s per search", flush=True)
+    return 0
+
+
+def flops_of(run: dict[str, Any]) -> int:
+    """The multiply-adds of the cell a search found (its ``best`` metrics, or measured)."""
+    from pynas import costs
+    from pynas.spaces.nb201 import NB201Space
+
+    result = run["result"]
+    if "cost_target" in result:
+        return result["cost_target"]["cost"]
+    data = result["data"]
+    space = NB201Space(CHANNELS, CELLS_PER_STAGE)
+    return costs.multiply_adds(space, space.from_string(result["arch"]),
+                               tuple(data["input_shape"]), data["num_outputs"])
+
+
+def yes_no(ratio: float, tolerance: float) -> str:
+    return "yes" if abs(ratio - 1) <= tolerance else "no"
+
+
+def spread(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def print_row(target: str, seed: int, run: dict[str, Any], ratio: str, within: str,
+              with_table: bool) -> None:
+    cells = [target, str(seed), f"`{run['arch']}`", f"{flops_of(run):,}", ratio, within]
+    if with_table:
+        cells.append(f"{run['cifar10_test']:.2f}")
+    cells.append(f"{run['seconds']:.0f}")
+    print("| " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
