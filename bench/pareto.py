@@ -15,7 +15,7 @@ Three parts (``--only`` picks some):
   cells, one objective; the mean CIFAR-10 test accuracy of the cell found against the
   best feasible cell of the table (target: within 0.3).
 - ``latency``: the latency of ``--cells`` nb201 networks drawn at random, one thread,
-  measured twice (each the median of :data:`pynas.costs.LATENCY_REPEATS` passes after
+  measured twice (each the median of the passes :func:`pynas.costs.latency` times after
   warm-up); how often the two agree within 10% (target: all, on a quiet machine).
 
 Run as ``pynas bench pareto`` or ``python bench/pareto.py``.
@@ -163,8 +163,9 @@ def latency_part(args: argparse.Namespace) -> None:
     differences = [abs(a - b) / min(a, b) for a, b in zip(*passes)]
     within = sum(difference <= 0.10 for difference in differences)
     print(f"\nLatency of {args.cells} random nb201 networks (CIFAR-10 input, batch 1, one "
-          f"thread), measured twice, each the median of {costs.LATENCY_REPEATS} passes after "
-          f"{costs.LATENCY_WARMUP} warm-up ones\n")
+          f"thread), measured twice, each the median of {costs.LATENCY_REPEATS} or more passes "
+          f"adding up to {costs.LATENCY_MIN_SECONDS:g} s after {costs.LATENCY_WARMUP} warm-up "
+          "ones\n")
     print("| | value |")
     print("|---|---|")
     print(f"| latency, first pass (median over cells) | {statistics.median(passes[0]):.2f} ms |")

@@ -10,7 +10,7 @@ Four measures of the network a space builds for one input shape and number of ou
 - ``latency_ms`` and ``batch_latency_ms``: the median wall time of a forward pass, of one
   example and of a training batch, on the search's device (:func:`latency`), with the
   torch threads it ran on (``latency_threads``); measured only when asked for, since
-  each costs a few dozen forward passes.
+  each costs at least a quarter of a second of forward passes.
 
 Every measure is cached in this process per space (its name and settings), architecture,
 input shape and number of outputs, and latency also per device, batch size and thread
@@ -39,8 +39,13 @@ from pynas.spaces.nb201 import CIFAR10_CLASSES, CIFAR10_SHAPE
 
 #: forward passes run and thrown away before latency is timed (allocations, caches)
 LATENCY_WARMUP = 3
-#: timed forward passes whose median is the latency
+#: timed forward passes whose median is the latency: at least this many...
 LATENCY_REPEATS = 10
+#: ...and at least this many seconds of them (on a shared machine a pass of a few
+#: milliseconds varies by a third from one to the next: ten are too few)...
+LATENCY_MIN_SECONDS = 0.25
+#: ...but no more passes than this
+LATENCY_MAX_REPEATS = 100
 
 #: SI suffixes of counts: ``500k``, ``2M``, ``1.5G``
 _SI_MULTIPLIERS = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -213,9 +218,11 @@ def _tensors(values: Any) -> Iterator[torch.Tensor]:
 def latency(space: SearchSpace, arch: Arch, input_shape: Sequence[int], num_outputs: int,
             batch_size: int = 1, device: str | torch.device = "cpu") -> float:
     """Milliseconds of one forward pass of ``arch``'s network on ``batch_size`` examples on
-    ``device``: the median of :data:`LATENCY_REPEATS` timed passes after
-    :data:`LATENCY_WARMUP` untimed ones, in evaluation mode without gradients, on the
-    torch threads of this process (cached per thread count)."""
+    ``device``: the median of timed passes after :data:`LATENCY_WARMUP` untimed ones,
+    :data:`LATENCY_REPEATS` passes or more, until they add up to
+    :data:`LATENCY_MIN_SECONDS` (at most :data:`LATENCY_MAX_REPEATS`), in evaluation
+    mode without gradients, on the torch threads of this process (cached per thread
+    count)."""
     device = torch.device(device)
     key = (*_network_key(space, arch, input_shape, num_outputs), batch_size, str(device),
            torch.get_num_threads())
@@ -223,15 +230,17 @@ def latency(space: SearchSpace, arch: Arch, input_shape: Sequence[int], num_outp
     def compute() -> float:
         model = space.build(*key[1:4]).to(device).eval()
         inputs = torch.randn(batch_size, *key[2], device=device)
-        seconds = []
+        seconds: list[float] = []
         with torch.inference_mode():
-            for repeat in range(LATENCY_WARMUP + LATENCY_REPEATS):
+            for _ in range(LATENCY_WARMUP):
+                model(inputs)
+            while len(seconds) < LATENCY_MAX_REPEATS and (
+                    len(seconds) < LATENCY_REPEATS or sum(seconds) < LATENCY_MIN_SECONDS):
                 _synchronize(device)
                 started = time.perf_counter()
                 model(inputs)
                 _synchronize(device)
-                if repeat >= LATENCY_WARMUP:
-                    seconds.append(time.perf_counter() - started)
+                seconds.append(time.perf_counter() - started)
         return 1000 * statistics.median(seconds)
 
     return _cached("latency", key, compute)
@@ -377,5 +386,6 @@ class CostModel:
         }
         if self.latency_batch_size is not None:
             described.update(device=str(self.device), latency_batch_size=self.latency_batch_size,
-                             latency_warmup=LATENCY_WARMUP, latency_repeats=LATENCY_REPEATS)
+                             latency_warmup=LATENCY_WARMUP, latency_repeats=LATENCY_REPEATS,
+                             latency_min_seconds=LATENCY_MIN_SECONDS)
         return described

@@ -184,6 +184,7 @@ def test_latency_is_a_median_of_timed_forward_passes(tiny, monkeypatch, one_thre
     monkeypatch.setattr(TinySpace, "build", counted_build)
     counts = costs.measure(tiny, (1, 0), (1, 4, 4), 3)  # runs forward passes of its own
     passes.clear()
+    monkeypatch.setattr(costs, "LATENCY_MIN_SECONDS", 0.0)  # the count of passes alone
     measures = costs.measure(tiny, (1, 0), (1, 4, 4), 3, latency_batch_size=5)
     assert {key: measures[key] for key in counts} == counts
     repeats = costs.LATENCY_WARMUP + costs.LATENCY_REPEATS
@@ -193,6 +194,10 @@ def test_latency_is_a_median_of_timed_forward_passes(tiny, monkeypatch, one_thre
     passes.clear()
     assert costs.measure(tiny, (1, 0), (1, 4, 4), 3, latency_batch_size=5) == measures
     assert passes == []  # cached
+    # passes of a fraction of a millisecond: more of them, up to the most allowed
+    monkeypatch.setattr(costs, "LATENCY_MIN_SECONDS", 1e6)
+    costs.latency(tiny, (0, 0), (1, 4, 4), 3)
+    assert passes.count(1) == costs.LATENCY_WARMUP + costs.LATENCY_MAX_REPEATS
 
 
 @pytest.mark.parametrize("name", list(SPACES))

@@ -236,10 +236,11 @@ def test_evolution_mutates_with_the_spaces_own_mutation_and_resumes_alike():
     space = RecordingSpace()
     strategy = RegularizedEvolution(space, seed=0, population_size=3, sample_size=2)
     asked = evolve(strategy, 8)
-    # the 3 random members, then 5 children, each from the space's mutation
-    assert len(space.calls) == 5
-    parents = [parent for parent, _ in space.calls]
-    assert all(parent in asked[:index + 3] for index, parent in enumerate(parents))
+    # the 3 random members, then 5 children, each from the space's mutation (called again
+    # when it gives an architecture already proposed)
+    assert len(space.calls) >= 5
+    assert all(parent in asked for parent, _ in space.calls)
+    assert len(set(asked)) == len(asked)
     assert all(isinstance(rng, random.Random) for _, rng in space.calls)
     # the mutation draws from the strategy's generator: a checkpoint carries its state
     restored = RegularizedEvolution(RecordingSpace(), seed=99, population_size=3, sample_size=2)

@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from pynas.costs import (
+    LATENCY_MIN_SECONDS,
     LATENCY_REPEATS,
     LATENCY_WARMUP,
     Constraints,
@@ -201,7 +202,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-latency-ms",
         metavar="MS",
         help="at most this many milliseconds for a forward pass of one example on --device "
-        f"(median of {LATENCY_REPEATS} after {LATENCY_WARMUP} warm-up passes, on the search's "
+        f"(median of {LATENCY_REPEATS} or more passes, {LATENCY_MIN_SECONDS:g} s of them, "
+        f"after {LATENCY_WARMUP} warm-up ones, on the search's "
         "threads); implies --measure-latency",
     )
     costs.add_argument(

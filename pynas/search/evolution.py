@@ -7,17 +7,23 @@ A population of ``population_size`` architectures starts at random. Each further
 candidate comes from a tournament: ``sample_size`` members are drawn at random, the best
 of them is the parent, and the child is the parent with ONE decision changed to a
 different value. A child that was evaluated joins the population and the oldest member
-dies, whatever its score (the "regularization": good architectures must stay good when
-re-discovered); a child whose evaluation failed is dropped.
+dies, whatever its score (the "regularization": a good architecture lives on only
+through good descendants); a child whose evaluation failed is dropped.
 
 With several objectives (``--objectives``) the population is Pareto-ranked, as in
 NSGA-II (Deb et al. 2002) run steady-state: a tournament's winner is the contestant of
 the best non-dominated front, the less crowded among equals, and when a child joins a
 full population the member that leaves is the most crowded of the last front (the oldest
 among equals) rather than the oldest. The tournament is then NSGA-II's binary one (S=2)
-unless ``sample_size`` is given, and no architecture is proposed twice while one of
-:data:`MAX_MUTATION_TRIES` mutations finds a new one (a repeat adds nothing to a front).
-Both measured on NAS-Bench-201 (``bench/RESULTS.md``, "Pareto fronts").
+unless ``sample_size`` is given (measured on NAS-Bench-201: ``bench/RESULTS.md``, "Pareto
+fronts").
+
+Unlike the paper's, no architecture is proposed twice in a run while one of
+:data:`MAX_MUTATION_TRIES` draws finds a new one: a repeat costs an evaluation and adds
+nothing (measured on NAS-Bench-201, tuning seeds 0-59: the same mean with one objective,
+94.17 against 94.18; under a multiply-add limit at the median, 0.14 closer to the best
+feasible cell; with two objectives, hypervolume 1.080 against 1.067 times random
+search's).
 
 A space may offer its own mutation, a method ``mutate(arch, rng) -> arch`` (the
 hierarchical space's is that of Liu et al. 2018, section 3.1); evolution then mutates
@@ -50,7 +56,7 @@ DEFAULT_SAMPLE_SIZE = 5
 #: against random search's was 1.043 with S=5, 1.067 with S=2, 1.080 with S=2 and no
 #: repeats
 DEFAULT_MULTI_OBJECTIVE_SAMPLE_SIZE = 2
-#: mutations tried for a child not proposed before, with several objectives
+#: draws tried for a candidate not proposed before in the run
 MAX_MUTATION_TRIES = 50
 
 
@@ -99,7 +105,7 @@ class RegularizedEvolution(Strategy):
         # oldest first; with several objectives each value is their vector
         self._population: deque[tuple[Arch, Any]] = deque()
         self._initial_in_flight: list[Arch] = []  # random members asked, not yet told
-        self._proposed: set[Arch] = set()  # with objectives: every architecture asked
+        self._proposed: set[Arch] = set()  # every architecture asked
         self._mutable_decisions = [i for i, n in enumerate(space.num_choices) if n > 1]
 
     def ask(self, count: int) -> list[Arch]:
@@ -116,11 +122,9 @@ class RegularizedEvolution(Strategy):
         return candidates
 
     def _new(self, draw: Callable[[], Arch]) -> Arch:
-        """``draw()``; with objectives, drawn again (up to :data:`MAX_MUTATION_TRIES`
-        times) while it gives an architecture already proposed."""
+        """``draw()``, drawn again (up to :data:`MAX_MUTATION_TRIES` times in all) while
+        it gives an architecture already proposed."""
         arch = draw()
-        if self.objectives is None:
-            return arch
         for _ in range(MAX_MUTATION_TRIES - 1):
             if arch not in self._proposed:
                 break

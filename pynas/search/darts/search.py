@@ -96,7 +96,8 @@ def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
     if rank == 0:
         print(
             f"darts ({config.space}): {result['arch']}\n"
-            f"supernet: val {result['supernet_val_acc']:.2f}%; discretized supernet: val "
+            f"supernet: val {result['supernet_val_acc']:.2f}%; discretized supernet, weights "
+            f"not retrained (a progress signal; retrain to measure the cell): val "
             f"{result['val_acc']:.2f}%, test {result['test_acc']:.2f}% after {config.epochs} "
             f"epochs in {result['seconds']:.0f} s"
             + (f"; run in {run_dir.path}" if run_dir is not None else "")
