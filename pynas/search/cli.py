@@ -404,8 +404,7 @@ def check_objectives(args: argparse.Namespace, evaluator: Evaluator) -> Objectiv
     names = evaluator.metric_names()
     if names is not None:
         measures = list(COST_MEASURES) if args._network is not None else []
-        where = ("the table " + str(args.benchmark) if args.benchmark is not None
-                 else "this search") + (" (its cost measures too)" if measures else "")
+        where = "the table " + str(args.benchmark) if args.benchmark is not None else "this search"
         objectives.check_names([*names, *measures], where)
     if any(name in LATENCY_MEASURES for name in objectives.names):
         parse_device(args.device)
