@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from test_darts_search import TINY  # the smallest supernet options
 
 from pynas import cli, costs
 from pynas.search.darts.cost import (
@@ -23,16 +24,6 @@ from pynas.spaces.nb201 import NB201Space
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 INPUT_SHAPE, CLASSES = (1, 8, 8), 10  # the embedded digits
-TINY = ["--channels", "4", "--layers", "2", "--steps", "2", "--multiplier", "2",
-        "--batch-size", "16", "--limit-train", "64", "--mixed-op", "reference"]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    """Make ``darts`` a strategy of ``pynas search`` (whether or not the registry has it)."""
-    import pynas.search.cli as search_cli
-
-    monkeypatch.setitem(search_cli.STRATEGIES, "darts", "pynas.search.darts")
 
 
 def nb201_supernet(**options) -> NB201Supernet:

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 import torch
-from test_costs import NB201_CSV, TinySpace  # noqa: F401  (the tiny space and its table)
+from test_costs import NB201_CSV, fresh_cache, tiny  # noqa: F401  (the fixtures)
 
 import pynas
-from pynas import costs
 from pynas.cli import main
 from pynas.costs import CostModel
 from pynas.errors import UsageError
@@ -33,25 +32,16 @@ from pynas.runs import load_checkpoint, save_checkpoint
 from pynas.search.evolution import RegularizedEvolution
 from pynas.search.pnas import ProgressiveSearch
 from pynas.search.rl.reinforce import MnasReward
-from pynas.spaces import SPACES
 from pynas.spaces.base import SearchSpace
 from pynas.spaces.nb201 import NB201Space
+
+#: every test: the tiny space of test_costs registered, and a fresh cost cache (autouse)
+pytestmark = pytest.mark.usefixtures("tiny")
 
 #: the tiny space's table, with a second accuracy column; on its 3x32x32 networks, w2 has
 #: 20,546 parameters and w4 41,082
 ROWS = {"w2-seq": (50.0, 1.0), "w2-res": (60.0, 2.0), "w4-seq": (70.0, 3.0),
         "w4-res": (80.0, 4.0)}
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache(monkeypatch):
-    monkeypatch.setattr(costs, "_CACHE", {})
-
-
-@pytest.fixture
-def tiny(monkeypatch) -> TinySpace:
-    monkeypatch.setitem(SPACES, "tiny", TinySpace)
-    return TinySpace()
 
 
 @pytest.fixture
@@ -278,7 +268,7 @@ def finished_metrics(out: Path) -> list[dict[str, Any]]:
     ("random", []), ("evolution", ["--population", "2", "--sample-size", "1"]),
     ("rl", ["--cost-target", "30k", "--controller-batch", "2"]),
 ])
-def test_a_search_writes_its_pareto_front(tiny, table, tmp_path, capsys, strategy, extra,
+def test_a_search_writes_its_pareto_front(table, tmp_path, capsys, strategy, extra,
                                           one_thread):
     out = tmp_path / "run"
     assert main(table_search(table, out, strategy, "--budget", "6", "--objectives",
@@ -308,7 +298,7 @@ def test_a_search_writes_its_pareto_front(tiny, table, tmp_path, capsys, strateg
         assert trial["arch"] in shown
 
 
-def test_your_own_metrics_as_objectives(tiny, tmp_path, one_thread):
+def test_your_own_metrics_as_objectives(tmp_path, one_thread):
     def evaluate(candidate):
         return {"acc": 10.0 * sum(candidate.arch), "size": candidate.arch[0] - candidate.arch[1]}
 
@@ -323,7 +313,7 @@ def test_your_own_metrics_as_objectives(tiny, tmp_path, one_thread):
                      out=tmp_path / "other")
 
 
-def test_a_table_search_measures_the_peak_activation_an_objective_names(tiny, table, tmp_path,
+def test_a_table_search_measures_the_peak_activation_an_objective_names(table, tmp_path,
                                                                          one_thread):
     out = tmp_path / "run"
     assert main(table_search(table, out, "random", "--budget", "4", "--objectives",
@@ -331,7 +321,7 @@ def test_a_table_search_measures_the_peak_activation_an_objective_names(tiny, ta
     assert all(m["peak_activation_bytes"] > 0 for m in finished_metrics(out))
 
 
-def test_a_latency_objective_measures_latency(tiny, table, tmp_path, one_thread):
+def test_a_latency_objective_measures_latency(table, tmp_path, one_thread):
     out = tmp_path / "run"
     assert main(table_search(table, out, "random", "--budget", "4", "--objectives",
                              "acc_valid,latency_ms")) == 0
@@ -339,7 +329,7 @@ def test_a_latency_objective_measures_latency(tiny, table, tmp_path, one_thread)
     assert json.loads((out / "config.json").read_text())["measure_latency"] is True
 
 
-def test_resume_continues_a_multi_objective_search(tiny, table, tmp_path, one_thread):
+def test_resume_continues_a_multi_objective_search(table, tmp_path, one_thread):
     base = ["--objectives", "acc_valid,params", "--population", "2", "--sample-size", "1"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main(table_search(table, straight, "evolution", "--budget", "8", *base)) == 0
@@ -372,7 +362,7 @@ def bad_objective_cases(table: Path, out: Path) -> list[tuple[list[str], str]]:
     ]
 
 
-def test_bad_objectives_are_one_line_exit_2_and_write_nothing(tiny, table, tmp_path, capsys):
+def test_bad_objectives_are_one_line_exit_2_and_write_nothing(table, tmp_path, capsys):
     out = tmp_path / "run"
     for argv, message in bad_objective_cases(table, out):
         assert main(argv) == 2, argv
