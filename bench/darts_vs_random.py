@@ -32,7 +32,9 @@ from pynas.spaces import get_space
 
 
 def search_darts(work: Path, args: argparse.Namespace) -> dict:
-    """The result.json of a default DARTS search on Fashion-MNIST."""
+    """The result.json of a default DARTS search on Fashion-MNIST (or of --search-dir)."""
+    if args.search_dir:
+        return json.loads((args.search_dir / "result.json").read_text())
     out = work / "darts-search"
     command = [sys.executable, "-m", "pynas", "search", "darts", "--dataset", args.dataset,
                "--limit-train", str(args.search_limit), "--out", str(out), "--overwrite"]
@@ -68,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=5,
                         help="cells of the retrained network (default 5)")
     parser.add_argument("--random", type=int, default=5, help="random cells (default 5)")
+    parser.add_argument("--search-dir", type=Path,
+                        help="reuse the run directory of an earlier search of this benchmark "
+                             "instead of searching again")
     args = parser.parse_args(argv)
+    if args.search_dir and not (args.search_dir / "result.json").is_file():
+        parser.error(f"--search-dir: no result.json in {args.search_dir}")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     found = search_darts(args.work_dir, args)

@@ -21,12 +21,14 @@ from pynas.search.darts import search as darts_loop
 from pynas.search.darts.bilevel import BilevelOptimizer
 from pynas.search.darts.cures import beta_decay, expected_weights, mixing_logits
 from pynas.search.darts.nb201 import NB201SearchCell, NB201Supernet
+from pynas.search.darts.partial import split_state
 from pynas.search.darts.search import beta_decay_penalty, search, train_supernet
 from pynas.search.darts.supernet import (
     CellArchitecture,
     DartsSupernet,
     combine_node,
     discretize_cell,
+    state_view,
 )
 from pynas.spaces.darts import OPERATIONS
 
@@ -152,7 +154,8 @@ def test_partial_channel_operations_see_a_quarter_of_the_channels():
     normal, reduction = model.cells[0].edges[0], model.cells[1].edges[0]
     assert normal.edge.candidates["sep_conv_3x3"].op[0].op[1].in_channels == 2
     assert reduction.edge.candidates["skip_connect"].conv_even.in_channels == 4
-    assert reduction.bypass(torch.zeros(1, 16, 7, 7)).shape == (1, 12, 4, 4)
+    operated, bypass = split_state(torch.zeros(1, 16, 7, 7), 4, 2)
+    assert operated.shape == (1, 4, 7, 7) and bypass.shape == (1, 12, 4, 4)
 
 
 def test_edge_normalization_changes_the_ranking_as_the_paper_says():
@@ -266,10 +269,10 @@ def test_auxiliary_skip_adds_its_identity_path_to_the_normal_nodes_only(space):
     assert kinds == ({"normal": 0.25, "reduce": 0.0} if space == "darts" else {"cell": 0.25})
     cell = model.cells[0] if space == "darts" else model.stages[0]
     inputs = [torch.randn(2, 4, 8, 8, dtype=torch.float64) for _ in range(2)]
-    relus = [x.relu() for x in inputs]
+    views = [state_view(x, torch.relu, 2, 1) for x in inputs]
     architecture = model.cell_architecture(model.cell_kinds[0])
     without = CellArchitecture(architecture.logits, architecture.edge_weights, 0.0)
-    nodes = [combine_node(cell.combine, cell.edges[:2], inputs, relus, weights, 0)
+    nodes = [combine_node(cell.combine, cell.edges[:2], views, weights, 0)
              for weights in (architecture, without)]
     torch.testing.assert_close(nodes[0] - nodes[1], 0.25 * (inputs[0] + inputs[1]))
 

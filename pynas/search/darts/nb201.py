@@ -10,9 +10,11 @@ from torch import Tensor, nn
 from pynas.search.darts.supernet import (
     CellArchitecture,
     NodeCombine,
+    StateView,
     Supernet,
     combine_node,
     search_edge,
+    state_view,
 )
 from pynas.spaces.base import Arch
 from pynas.spaces.nb201 import (
@@ -32,6 +34,7 @@ class NB201SearchCell(nn.Module):
     def __init__(self, channels: int, combine: NodeCombine) -> None:
         super().__init__()
         self.combine = combine
+        self.groups = combine.groups  # PC-DARTS's K
         self.relu = nn.ReLU()  # applied once per node, shared by every edge leaving it
         self.edges = nn.ModuleList(
             search_edge(OPERATIONS, channels, 1, lambda name, c, _: make_operation(name, c),
@@ -41,15 +44,15 @@ class NB201SearchCell(nn.Module):
 
     def forward(self, x: Tensor, architecture: CellArchitecture) -> Tensor:
         """``x`` (N, C, H, W), the 6 edges weighted by ``architecture`` -> (N, C, H, W)."""
-        nodes = [x]
-        relus: list[Tensor] = []  # each node's ReLU, shared by all edges leaving it
+        views: list[StateView] = []  # what the edges leaving each node read
+        node = x
         offset = 0  # EDGES lists the edges grouped by target node
         for target in range(1, NUM_NODES):
-            relus.append(self.relu(nodes[-1]))
+            views.append(state_view(node, self.relu, self.groups, 1))
             edges = self.edges[offset : offset + target]
-            nodes.append(combine_node(self.combine, edges, nodes, relus, architecture, offset))
+            node = combine_node(self.combine, edges, views, architecture, offset)
             offset += target
-        return nodes[-1]
+        return node
 
 
 class NB201Supernet(Supernet):

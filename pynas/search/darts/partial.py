@@ -21,12 +21,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as functional
 from torch import Tensor, nn
 
 
 class PartialChannelEdge(nn.Module):
     """A PC-DARTS edge: ``edge`` (the candidate operations, built for ``channels // groups``
-    channels) applied to the first ``1/groups`` of the input channels; the rest bypass it.
+    channels), applied to the first ``1/groups`` of the input channels; the rest bypass it
+    (:func:`split_state`, computed once per cell state for all the edges leaving it).
 
     Parameters
     ----------
@@ -34,27 +36,37 @@ class PartialChannelEdge(nn.Module):
         channels, called as ``edge(x, relu_x)``.
     channels : C, the channels of the edge's input and of the node it feeds.
     groups : K, so that C/K channels are operated on.
-    stride : 2 on a reduction edge, whose bypass is then max-pooled 2x2 (rounding up, as
-        the operations do on odd sizes), else 1.
     """
 
-    def __init__(self, edge: nn.Module, channels: int, groups: int, stride: int) -> None:
+    def __init__(self, edge: nn.Module, channels: int, groups: int) -> None:
         super().__init__()
         if channels % groups:
             raise ValueError(f"{channels} channels do not split into {groups} groups")
         self.edge = edge
         self.operated = channels // groups
-        self.pool = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 else nn.Identity()
 
-    def forward(self, x: Tensor, relu_x: Tensor | None = None) -> list[Tensor | None]:
-        """The candidates' K outputs (N, C/K, H', W') on the operated channels of ``x``
-        (N, C, H, W); ``relu_x`` is ``relu(x)`` when the caller shares one."""
-        operated = x[:, : self.operated]
-        return self.edge(operated, None if relu_x is None else relu_x[:, : self.operated])
+    def forward(self, operated: Tensor, relu_operated: Tensor | None = None
+                ) -> list[Tensor | None]:
+        """The candidates' K outputs (N, C/K, H', W') from the operated channels (N, C/K,
+        H, W) of the edge's input (and their ReLU, when the caller shares one)."""
+        return self.edge(operated, relu_operated)
 
-    def bypass(self, x: Tensor) -> Tensor:
-        """The channels that skip the operations, (N, C - C/K, H', W')."""
-        return self.pool(x[:, self.operated :])
+
+def split_state(x: Tensor, groups: int, stride: int) -> tuple[Tensor, Tensor]:
+    """The two parts of a cell state ``x`` (N, C, H, W) that every PC-DARTS edge leaving it
+    reads: the operated channels (N, C/K, H, W) and the bypass (N, C - C/K, H', W'),
+    max-pooled 2x2 on a stride-2 edge (rounding up, as the operations do on odd sizes).
+
+    One ``split`` for all the edges, not a slice per edge: its backward is one
+    concatenation, where each slice's would write a zero-filled gradient of the whole state.
+    """
+    channels = x.shape[1]
+    if channels % groups:
+        raise ValueError(f"{channels} channels do not split into {groups} groups")
+    operated, rest = x.split([channels // groups, channels - channels // groups], dim=1)
+    if stride == 2:
+        rest = functional.max_pool2d(rest, 2, 2, ceil_mode=True)
+    return operated, rest
 
 
 def node_softmax(beta: Tensor, node_inputs: Sequence[int]) -> Tensor:
