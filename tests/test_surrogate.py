@@ -46,6 +46,16 @@ def test_ensemble_ranks_unseen_cells(kind):
     assert (spread > 0).all()  # members trained on different folds disagree somewhat
 
 
+def test_an_ensemble_of_one_learns_from_every_cell_and_has_no_spread():
+    train_cells, train_accuracies = synthetic_cells(160, seed=0)
+    test_cells, test_accuracies = synthetic_cells(100, seed=1)
+    ensemble = SurrogateEnsemble("mlp", VOCABULARY, WIDTH, members=1, steps=200, seed=0)
+    ensemble.fit(train_cells, train_accuracies)
+    mean, spread = ensemble.predict(test_cells)
+    assert spearmanr(mean, test_accuracies)[0] > 0.8
+    assert (spread == 0).all()
+
+
 def test_fit_is_repeatable_and_leaves_the_global_generator_alone():
     cells, accuracies = synthetic_cells(40, seed=2)
     predictions = []

@@ -189,7 +189,8 @@ class SurrogateEnsemble:
 
         With at least ``members`` cells, member ``m`` leaves out fold ``m`` of a random
         partition (so members differ and their spread means something); with fewer,
-        every member sees every cell and only the initialisation differs.
+        every member sees every cell and only the initialisation differs. An ensemble of
+        one sees every cell.
         """
         tokens, rows = pad_cells(cells)
         values = torch.as_tensor(np.asarray(targets, dtype=np.float64), dtype=torch.float32)
@@ -205,8 +206,8 @@ class SurrogateEnsemble:
         self.members = []
         for member in range(self.ensemble_size):
             chosen = torch.nonzero(folds != member).squeeze(1)
-            if len(cells) < self.ensemble_size:
-                chosen = torch.arange(len(cells))
+            if len(cells) < self.ensemble_size or self.ensemble_size == 1:
+                chosen = torch.arange(len(cells))  # no fold to leave out
             # a private copy of the global generator: fitting must not move the caller's
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
