@@ -172,6 +172,33 @@ def test_the_cache_tells_spaces_of_other_settings_apart(one_thread):
                                                                             (3, 8, 8), 10)
 
 
+def _flushing_denormals() -> bool:
+    return float(torch.tensor([1e-39]) * 1.0) == 0.0
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_latency_passes_flush_denormals_and_restore_the_setting(tiny, monkeypatch, one_thread,
+                                                                 before):
+    if not torch.set_flush_denormal(before):
+        pytest.skip("this CPU cannot flush denormals")
+    seen: list[bool] = []
+    build = TinySpace.build
+
+    def recording_build(self, *args):
+        model = build(self, *args)
+        model.register_forward_pre_hook(lambda *_: seen.append(_flushing_denormals()))
+        return model
+
+    monkeypatch.setattr(TinySpace, "build", recording_build)
+    monkeypatch.setattr(costs, "LATENCY_MIN_SECONDS", 0.0)
+    try:
+        costs.latency(tiny, (1, int(before)), (1, 4, 4), 3)
+        assert seen and all(seen)
+        assert _flushing_denormals() == before
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_latency_is_a_median_of_timed_forward_passes(tiny, monkeypatch, one_thread):
     passes: list[int] = []  # the batch size of each forward pass
     build = TinySpace.build
