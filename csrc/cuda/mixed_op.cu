@@ -15,10 +15,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <string>
 
+#include "cuda/kernel_common.cuh"
 #include "mixed_op.h"
 #include "softmax.h"
 
@@ -35,82 +35,6 @@ namespace {
 // backward's per-thread dot columns (kGroupCapacity * kBackwardThreads floats) stay at 32 KB
 // of shared memory.
 constexpr int kGroupCapacity = 64;
-// Largest E*K: the weights live in shared memory beside the dot columns, and the present
-// slots travel to the finalize kernel as a bit mask in its parameters.
-constexpr int kMaxWeights = 2048;
-// Upper bound on the backward's grid, so the workspace size does not depend on the device.
-constexpr int kMaxReductionBlocks = 2048;
-
-constexpr int kWarpSize = 32;
-constexpr int kForwardThreads = 256;
-constexpr int kForwardBlocksPerMultiprocessor = 4;
-constexpr int kBackwardThreads = 128;
-constexpr int kBackwardBlocksPerMultiprocessor = 8;
-constexpr int kFinalizeThreads = 128;
-constexpr int kVectorBytes = 16;
-constexpr int kMaxCachedDevices = 64;
-
-thread_local std::string last_error_message;
-
-// ---- status helpers ----
-
-Status fail(Status status, const std::string& message) {
-  last_error_message = message;
-  return status;
-}
-
-Status check_cuda(cudaError_t error, const char* what) {
-  if (error == cudaSuccess) return Status::kOk;
-  return fail(Status::kCudaError, std::string(what) + ": " + cudaGetErrorString(error));
-}
-
-#define PYNAS_RETURN_IF_ERROR(expression)                 \
-  do {                                                    \
-    const ::pynas::Status status_ = (expression);         \
-    if (status_ != ::pynas::Status::kOk) return status_;  \
-  } while (0)
-
-// ---- element types ----
-
-__device__ __forceinline__ float to_float(float value) { return value; }
-__device__ __forceinline__ float to_float(__half value) { return __half2float(value); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 value) { return __bfloat162float(value); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float value);
-template <>
-__device__ __forceinline__ float from_float<float>(float value) {
-  return value;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float value) {
-  return __float2half_rn(value);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) {
-  return __float2bfloat16_rn(value);
-}
-
-// kWidth consecutive elements moved as one aligned load or store (a 16-byte vector access
-// when kWidth * sizeof(T) == 16).
-template <typename T, int kWidth>
-struct alignas(sizeof(T) * kWidth) Pack {
-  T values[kWidth];
-};
-
-template <typename T, int kWidth>
-__device__ __forceinline__ Pack<T, kWidth> load_pack(const T* base, int64_t chunk) {
-  return reinterpret_cast<const Pack<T, kWidth>*>(base)[chunk];
-}
-
-template <typename T, int kWidth>
-__device__ __forceinline__ void store_pack(T* base, int64_t chunk, const Pack<T, kWidth>& pack) {
-  reinterpret_cast<Pack<T, kWidth>*>(base)[chunk] = pack;
-}
-
-// Elements per 16-byte vector access: 4 floats, 8 halves or bfloat16s.
-template <typename T>
-constexpr int kVectorWidth = kVectorBytes / static_cast<int>(sizeof(T));
 
 // ---- kernel parameters ----
 
@@ -130,15 +54,6 @@ struct BackwardGroup {
   int32_t count;
 };
 
-// The E*K slots that have an input; the others take part in the softmax only.
-struct SlotMask {
-  uint32_t words[kMaxWeights / 32];
-
-  __host__ __device__ bool contains(int64_t slot) const {
-    return (words[slot / 32] >> (slot % 32)) & 1u;
-  }
-};
-
 // ---- device building blocks ----
 
 // Fills weights (E*K floats of shared memory) with the per-edge softmax of alpha, then
@@ -147,33 +62,9 @@ struct SlotMask {
 __device__ void compute_input_weights(const float* __restrict__ alpha, int64_t num_edges,
                                       int64_t num_ops, const int32_t* slots, int count,
                                       float* weights, float* input_weights) {
-  for (int64_t edge = threadIdx.x; edge < num_edges; edge += blockDim.x) {
-    softmax(alpha + edge * num_ops, num_ops, weights + edge * num_ops);
-  }
-  __syncthreads();
+  edge_softmax(alpha, num_edges, num_ops, weights);
   for (int m = threadIdx.x; m < count; m += blockDim.x) input_weights[m] = weights[slots[m]];
   __syncthreads();
-}
-
-// Butterfly sum: every lane ends with the same total, in an order fixed by the lane ids.
-__device__ __forceinline__ float warp_sum(float value) {
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    value += __shfl_xor_sync(0xffffffffu, value, offset);
-  }
-  return value;
-}
-
-// The chunks [first_chunk, end_chunk) of kWidth elements that this thread owns in the
-// grid-stride loop.
-struct ChunkRange {
-  int64_t first;
-  int64_t end;
-  int64_t stride;
-};
-
-__device__ __forceinline__ ChunkRange thread_chunks(int64_t first_chunk, int64_t end_chunk) {
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  return {first_chunk + thread, end_chunk, static_cast<int64_t>(gridDim.x) * blockDim.x};
 }
 
 // out: (n,) of T, viewed as chunks of kWidth elements. Adds to its old value if accumulate.
@@ -303,11 +194,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
   const int lane = threadIdx.x % kWarpSize;
   constexpr int kNumWarps = kBackwardThreads / kWarpSize;
   for (int m = warp; m < group.count; m += kNumWarps) {
-    float total = 0.0f;
-    for (int thread = lane; thread < kBackwardThreads; thread += kWarpSize) {
-      total += dot_table[m * kBackwardThreads + thread];
-    }
-    total = warp_sum(total);
+    const float total = warp_row_sum(dot_table + m * kBackwardThreads, kBackwardThreads, lane);
     if (lane == 0) partials[group.slots[m] * int64_t{gridDim.x} + blockIdx.x] = total;
   }
 }
@@ -328,13 +215,8 @@ __global__ void __launch_bounds__(kFinalizeThreads)
   const int num_warps = blockDim.x / kWarpSize;
   for (int64_t op = warp; op < num_ops; op += num_warps) {
     const int64_t slot = edge * num_ops + op;
-    float total = 0.0f;
-    if (present.contains(slot)) {
-      for (int64_t block = lane; block < num_partials; block += kWarpSize) {
-        total += partials[slot * num_partials + block];
-      }
-    }
-    total = warp_sum(total);
+    const int64_t length = present.contains(slot) ? num_partials : 0;
+    const float total = warp_row_sum(partials + slot * num_partials, length, lane);
     if (lane == 0) dots[op] = total;
   }
   if (threadIdx.x == 0) softmax(alpha + edge * num_ops, num_ops, weights);
@@ -345,48 +227,6 @@ __global__ void __launch_bounds__(kFinalizeThreads)
 }
 
 // ---- host side ----
-
-// Streaming multiprocessors of the current device, queried once per device.
-Status multiprocessor_count(int* count) {
-  static std::atomic<int> cached[kMaxCachedDevices];
-  int device = 0;
-  PYNAS_RETURN_IF_ERROR(check_cuda(cudaGetDevice(&device), "cudaGetDevice"));
-  if (device < kMaxCachedDevices) {
-    *count = cached[device].load(std::memory_order_relaxed);
-    if (*count > 0) return Status::kOk;
-  }
-  PYNAS_RETURN_IF_ERROR(
-      check_cuda(cudaDeviceGetAttribute(count, cudaDevAttrMultiProcessorCount, device),
-                 "cudaDeviceGetAttribute(MultiProcessorCount)"));
-  if (device < kMaxCachedDevices) cached[device].store(*count, std::memory_order_relaxed);
-  return Status::kOk;
-}
-
-int64_t ceil_div(int64_t numerator, int64_t denominator) {
-  return (numerator + denominator - 1) / denominator;
-}
-
-// Blocks for a grid-stride loop over numel elements: enough to fill the device, never more
-// than the work needs, 0 when there is no work.
-Status grid_size(int64_t numel, int width, int threads, int blocks_per_multiprocessor,
-                 int64_t max_blocks, int* blocks) {
-  int multiprocessors = 0;
-  PYNAS_RETURN_IF_ERROR(multiprocessor_count(&multiprocessors));
-  const int64_t needed = ceil_div(ceil_div(numel, width), threads);
-  const int64_t resident = static_cast<int64_t>(multiprocessors) * blocks_per_multiprocessor;
-  *blocks = static_cast<int>(std::min({needed, resident, max_blocks}));
-  return Status::kOk;
-}
-
-bool is_aligned(const void* pointer) {
-  return reinterpret_cast<uintptr_t>(pointer) % kVectorBytes == 0;
-}
-
-// True when the 16-byte path may run: every listed pointer is aligned.
-template <typename Pointer>
-bool all_aligned(const Pointer* pointers, int64_t count) {
-  return std::all_of(pointers, pointers + count, [](const void* p) { return is_aligned(p); });
-}
 
 // Cheap checks of what the caller should have rejected; builds the mask of present slots.
 Status validate(const MixedOpArgs& args, SlotMask* present) {

@@ -23,10 +23,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <string>
 
+#include "cuda/kernel_common.cuh"
 #include "partial_channel.h"
 #include "softmax.h"
 
@@ -38,81 +38,6 @@ namespace {
 // kBypassCapacity) * kBackwardThreads floats, stays at 24 KB of shared memory.
 constexpr int kOutputCapacity = 32;
 constexpr int kBypassCapacity = 16;
-// Largest E*K: the softmax weights live in shared memory, and the present slots travel to
-// the finalize kernel as a bit mask in its parameters.
-constexpr int kMaxWeights = 2048;
-// Upper bound on the backward's grid, so the workspace size does not depend on the device.
-constexpr int kMaxReductionBlocks = 2048;
-
-constexpr int kWarpSize = 32;
-constexpr int kForwardThreads = 256;
-constexpr int kForwardBlocksPerMultiprocessor = 4;
-constexpr int kBackwardThreads = 128;
-constexpr int kBackwardBlocksPerMultiprocessor = 8;
-constexpr int kFinalizeThreads = 128;
-constexpr int kVectorBytes = 16;
-constexpr int kMaxCachedDevices = 64;
-
-thread_local std::string last_error_message;
-
-// ---- status helpers ----
-
-Status fail(Status status, const std::string& message) {
-  last_error_message = message;
-  return status;
-}
-
-Status check_cuda(cudaError_t error, const char* what) {
-  if (error == cudaSuccess) return Status::kOk;
-  return fail(Status::kCudaError, std::string(what) + ": " + cudaGetErrorString(error));
-}
-
-#define PYNAS_RETURN_IF_ERROR(expression)                 \
-  do {                                                    \
-    const ::pynas::Status status_ = (expression);         \
-    if (status_ != ::pynas::Status::kOk) return status_;  \
-  } while (0)
-
-// ---- element types ----
-
-__device__ __forceinline__ float to_float(float value) { return value; }
-__device__ __forceinline__ float to_float(__half value) { return __half2float(value); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 value) { return __bfloat162float(value); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float value);
-template <>
-__device__ __forceinline__ float from_float<float>(float value) {
-  return value;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float value) {
-  return __float2half_rn(value);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) {
-  return __float2bfloat16_rn(value);
-}
-
-// kWidth consecutive elements moved as one aligned load or store.
-template <typename T, int kWidth>
-struct alignas(sizeof(T) * kWidth) Pack {
-  T values[kWidth];
-};
-
-template <typename T, int kWidth>
-__device__ __forceinline__ Pack<T, kWidth> load_pack(const T* base, int64_t chunk) {
-  return reinterpret_cast<const Pack<T, kWidth>*>(base)[chunk];
-}
-
-template <typename T, int kWidth>
-__device__ __forceinline__ void store_pack(T* base, int64_t chunk, const Pack<T, kWidth>& pack) {
-  reinterpret_cast<Pack<T, kWidth>*>(base)[chunk] = pack;
-}
-
-// Elements per 16-byte vector access: 4 floats, 8 halves or bfloat16s.
-template <typename T>
-constexpr int kVectorWidth = kVectorBytes / static_cast<int>(sizeof(T));
 
 // ---- kernel parameters ----
 
@@ -139,15 +64,6 @@ struct Group {
   int32_t num_bypass;
 };
 
-// The E*K slots that have an output; the others take part in the softmax only.
-struct SlotMask {
-  uint32_t words[kMaxWeights / 32];
-
-  __host__ __device__ bool contains(int64_t slot) const {
-    return (words[slot / 32] >> (slot % 32)) & 1u;
-  }
-};
-
 // ---- device building blocks ----
 
 // Fills probabilities (E*K floats of shared memory) with the per-edge softmax of alpha,
@@ -160,10 +76,7 @@ __device__ void compute_coefficients(const float* __restrict__ alpha,
                                      int64_t num_ops, const Group<T>& group,
                                      float* probabilities, float* output_coefficients,
                                      float* bypass_coefficients) {
-  for (int64_t edge = threadIdx.x; edge < num_edges; edge += blockDim.x) {
-    softmax(alpha + edge * num_ops, num_ops, probabilities + edge * num_ops);
-  }
-  __syncthreads();
+  edge_softmax(alpha, num_edges, num_ops, probabilities);
   for (int m = threadIdx.x; m < group.num_outputs; m += blockDim.x) {
     const int64_t slot = group.slots[m];
     const float weight = edge_weights != nullptr ? edge_weights[slot / num_ops] : 1.0f;
@@ -173,14 +86,6 @@ __device__ void compute_coefficients(const float* __restrict__ alpha,
     bypass_coefficients[b] = edge_weights != nullptr ? edge_weights[group.edges[b]] : 1.0f;
   }
   __syncthreads();
-}
-
-// Butterfly sum: every lane ends with the same total, in an order fixed by the lane ids.
-__device__ __forceinline__ float warp_sum(float value) {
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    value += __shfl_xor_sync(0xffffffffu, value, offset);
-  }
-  return value;
 }
 
 // Where output element `element` (of (N, C, S)) comes from: an operated row (the element's
@@ -207,18 +112,6 @@ __device__ __forceinline__ Source locate(int64_t element, const Shape& shape) {
   const int64_t channel = (b - 1) * shape.channels_per_group + a;
   return {false, n * shape.bypass_batch_stride + channel * shape.spatial + s,
           (n * (channels - shape.channels_per_group) + channel) * shape.spatial + s};
-}
-
-// The chunks [first, end) of kWidth elements that this thread owns in the grid-stride loop.
-struct ChunkRange {
-  int64_t first;
-  int64_t end;
-  int64_t stride;
-};
-
-__device__ __forceinline__ ChunkRange thread_chunks(int64_t first_chunk, int64_t end_chunk) {
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  return {first_chunk + thread, end_chunk, static_cast<int64_t>(gridDim.x) * blockDim.x};
 }
 
 // sums[j] += coefficients[i] * sources[i][chunk][j] for i < count.
@@ -394,11 +287,8 @@ __global__ void __launch_bounds__(kBackwardThreads)
   constexpr int kNumWarps = kBackwardThreads / kWarpSize;
   const int used_rows = bypass_dots ? rows : group.num_outputs;
   for (int row = warp; row < used_rows; row += kNumWarps) {
-    float total = 0.0f;
-    for (int thread = lane; thread < kBackwardThreads; thread += kWarpSize) {
-      total += dot_table[row * kBackwardThreads + thread];
-    }
-    total = warp_sum(total);
+    const float total =
+        warp_row_sum(dot_table + row * kBackwardThreads, kBackwardThreads, lane);
     const int64_t partial_row = row < group.num_outputs
                                     ? group.slots[row]
                                     : num_edges * num_ops + group.edges[row - group.num_outputs];
@@ -427,13 +317,8 @@ __global__ void __launch_bounds__(kFinalizeThreads)
   for (int64_t op = warp; op <= num_ops; op += num_warps) {
     const int64_t row = op < num_ops ? edge * num_ops + op : num_edges * num_ops + edge;
     const bool summed = op < num_ops ? present.contains(row) : bypass_rows;
-    float total = 0.0f;
-    if (summed) {
-      for (int64_t block = lane; block < num_partials; block += kWarpSize) {
-        total += partials[row * num_partials + block];
-      }
-    }
-    total = warp_sum(total);
+    const float total =
+        warp_row_sum(partials + row * num_partials, summed ? num_partials : 0, lane);
     if (lane == 0) dots[op] = total;
   }
   if (threadIdx.x == 0) softmax(alpha + edge * num_ops, num_ops, probabilities);
@@ -451,47 +336,6 @@ __global__ void __launch_bounds__(kFinalizeThreads)
 }
 
 // ---- host side ----
-
-// Streaming multiprocessors of the current device, queried once per device.
-Status multiprocessor_count(int* count) {
-  static std::atomic<int> cached[kMaxCachedDevices];
-  int device = 0;
-  PYNAS_RETURN_IF_ERROR(check_cuda(cudaGetDevice(&device), "cudaGetDevice"));
-  if (device < kMaxCachedDevices) {
-    *count = cached[device].load(std::memory_order_relaxed);
-    if (*count > 0) return Status::kOk;
-  }
-  PYNAS_RETURN_IF_ERROR(
-      check_cuda(cudaDeviceGetAttribute(count, cudaDevAttrMultiProcessorCount, device),
-                 "cudaDeviceGetAttribute(MultiProcessorCount)"));
-  if (device < kMaxCachedDevices) cached[device].store(*count, std::memory_order_relaxed);
-  return Status::kOk;
-}
-
-int64_t ceil_div(int64_t numerator, int64_t denominator) {
-  return (numerator + denominator - 1) / denominator;
-}
-
-// Blocks for a grid-stride loop over numel elements: enough to fill the device, never more
-// than the work needs, 0 when there is no work.
-Status grid_size(int64_t numel, int width, int threads, int blocks_per_multiprocessor,
-                 int64_t max_blocks, int* blocks) {
-  int multiprocessors = 0;
-  PYNAS_RETURN_IF_ERROR(multiprocessor_count(&multiprocessors));
-  const int64_t needed = ceil_div(ceil_div(numel, width), threads);
-  const int64_t resident = static_cast<int64_t>(multiprocessors) * blocks_per_multiprocessor;
-  *blocks = static_cast<int>(std::min({needed, resident, max_blocks}));
-  return Status::kOk;
-}
-
-bool is_aligned(const void* pointer) {
-  return reinterpret_cast<uintptr_t>(pointer) % kVectorBytes == 0;
-}
-
-template <typename Pointer>
-bool all_aligned(const Pointer* pointers, int64_t count) {
-  return std::all_of(pointers, pointers + count, [](const void* p) { return is_aligned(p); });
-}
 
 template <typename Pointer>
 bool any_null(const Pointer* pointers, int64_t count) {

@@ -4,6 +4,7 @@
 // Built and run by run.sh (under AddressSanitizer and under ThreadSanitizer).
 #include "emulation.h"
 #include "expect.h"
+#include "elements.h"
 
 #include MIXED_OP_EMULATED_SOURCE
 
@@ -18,57 +19,14 @@ using pynas::DType;
 using pynas::MixedOpArgs;
 using pynas::Status;
 
+using emulation::as_float;
+using emulation::Buffer;
+using emulation::dtype_name;
+using emulation::dtype_of;
 using emulation::expect;
 using emulation::failures;
-
-float as_float(float value) { return value; }
-float as_float(__half value) { return __half2float(value); }
-float as_float(__nv_bfloat16 value) { return __bfloat162float(value); }
-
-template <typename T>
-T from(float value);
-template <>
-float from<float>(float value) { return value; }
-template <>
-__half from<__half>(float value) { return __float2half_rn(value); }
-template <>
-__nv_bfloat16 from<__nv_bfloat16>(float value) { return __float2bfloat16_rn(value); }
-
-template <typename T>
-DType dtype_of();
-template <>
-DType dtype_of<float>() { return DType::kFloat32; }
-template <>
-DType dtype_of<__half>() { return DType::kFloat16; }
-template <>
-DType dtype_of<__nv_bfloat16>() { return DType::kBFloat16; }
-
-template <typename T>
-const char* dtype_name() {
-  if constexpr (std::is_same_v<T, float>) return "float32";
-  if constexpr (std::is_same_v<T, __half>) return "float16";
-  return "bfloat16";
-}
-
-// Relative precision of one rounding to T.
-template <typename T>
-double unit_roundoff() {
-  if constexpr (sizeof(T) == 4) return 1.0 / (1 << 24);
-  if constexpr (std::is_same_v<T, __half>) return 1.0 / (1 << 11);
-  return 1.0 / (1 << 8);
-}
-
-// An (n,) array of T that starts `misalignment` elements into an exact-size allocation, so
-// AddressSanitizer sees any access past either end.
-template <typename T>
-struct Buffer {
-  std::vector<T> storage;
-  int misalignment;
-  Buffer(int64_t n, int misalignment_elements) : misalignment(misalignment_elements) {
-    storage.resize(n + misalignment_elements, from<T>(std::nanf("")));
-  }
-  T* data() { return storage.data() + misalignment; }
-};
+using emulation::from_float;
+using emulation::unit_roundoff;
 
 struct Case {
   std::string name;
@@ -104,14 +62,14 @@ void check_case(const Case& test_case, std::mt19937& random) {
   for (int64_t m = 0; m < num_inputs; ++m) {
     inputs.emplace_back(numel, test_case.misalignment);
     grad_inputs.emplace_back(numel, test_case.misalignment);
-    for (int64_t i = 0; i < numel; ++i) inputs.back().data()[i] = from<T>(uniform(random));
+    for (int64_t i = 0; i < numel; ++i) inputs.back().data()[i] = from_float<T>(uniform(random));
   }
   for (int64_t m = 0; m < num_inputs; ++m) {
     input_pointers.push_back(inputs[m].data());
     grad_input_pointers.push_back(grad_inputs[m].data());
   }
   Buffer<T> grad_out(numel, test_case.misalignment);
-  for (int64_t i = 0; i < numel; ++i) grad_out.data()[i] = from<T>(uniform(random));
+  for (int64_t i = 0; i < numel; ++i) grad_out.data()[i] = from_float<T>(uniform(random));
   Buffer<T> out(numel, test_case.misalignment);
 
   MixedOpArgs args{input_pointers.data(), test_case.slots.data(), num_inputs, alpha.data(),

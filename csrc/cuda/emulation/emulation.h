@@ -1,8 +1,8 @@
-// A host-side stand-in for the few CUDA features mixed_op.cu uses, so that its kernels run
-// on the CPU (one std::thread per CUDA thread, blocks one after another) under
+// A host-side stand-in for the few CUDA features pynas's kernels use, so that they run on
+// the CPU (one std::thread per CUDA thread, blocks one after another) under
 // AddressSanitizer and ThreadSanitizer on machines without a GPU. run.sh rewrites the
-// `<<<...>>>` launches and `__shared__` declarations of a copy of mixed_op.cu to use it.
-// Only the calls mixed_op.cu makes are provided; this is a checking tool, not a runtime.
+// `<<<...>>>` launches and `__shared__` declarations of copies of the .cu files to use it.
+// Only the calls those kernels make are provided; this is a checking tool, not a runtime.
 #pragma once
 
 #include <cuda_bf16.h>
