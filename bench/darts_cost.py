@@ -3,23 +3,26 @@ comes to the target (issue #12).
 
 The protocol of the DARTS rows of ``bench/nb201.py`` (default DARTS, beta-decay on, first
 order, the nb201 supernet with C=8 and 5 cells per stage, trained on the embedded digits
-for ``--epochs`` 25 epochs) with ``--objectives val_acc,flops --cost-target T``, for each
-target of ``--percentiles``: that percentile of the multiply-adds of the 15,625 nb201
-cells' networks on the digits input (the networks the search derives), over ``--seeds``
-seeds from ``--first-seed``. Prints a markdown table, one row per search: the target,
-the seed, the discretized cell, its multiply-adds (``pynas.costs.measure``), the ratio to
-the target, whether it is within ``--tolerance`` (25%), the CIFAR-10 test accuracy of the
-cell in the NAS-Bench-201 table (a column left out when the table is absent), and the
-seconds of the search; then the same seeds without the cost term, for comparison, and
-one summary line per target. Run as ``pynas bench darts_cost`` or ``python
+for ``--epochs`` 100 epochs: the collapse protocol of issue #11) with ``--objectives
+val_acc,flops --cost-target T``, for each target of ``--percentiles``: that percentile of
+the multiply-adds of the 15,625 nb201 cells' networks on the digits input (the networks
+the search derives), over ``--seeds`` seeds from ``--first-seed``. Prints a markdown
+table, one row per search: the target, the seed, the discretized cell, its multiply-adds
+(``pynas.costs.measure``), the ratio to the target, whether it is within ``--tolerance``
+(25%), the CIFAR-10 test accuracy of the cell in the NAS-Bench-201 table (a column left
+out when the table is absent), and the seconds of the search; then the same seeds without
+the cost term, for comparison, and one summary line per target. ``--workers N`` runs N
+searches at once, one thread each. Run as ``pynas bench darts_cost`` or ``python
 bench/darts_cost.py``.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=10,
                         help="10: fresh seeds (the weight's default was chosen on 0-2)")
-    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--cost-weight", type=float, default=None,
                         help="default: pynas's (DEFAULT_COST_WEIGHT)")
     parser.add_argument("--tolerance", type=float, default=0.25)
@@ -66,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the searches without the cost term")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="searches run at once, one thread each (default 1: one at a "
+                             "time, with torch's threads)")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.first_seed < 0 or args.epochs < 1:
-        raise UsageError("--seeds and --epochs must be at least 1, --first-seed at least 0")
+    if min(args.seeds, args.epochs, args.workers) < 1 or args.first_seed < 0:
+        raise UsageError("--seeds, --epochs and --workers must be at least 1, --first-seed "
+                         "at least 0")
     if any(not 0 <= p <= 100 for p in args.percentiles):
         raise UsageError(f"--percentiles must be in 0..100, got {args.percentiles}")
     from pynas.search.darts.config import DEFAULT_COST_WEIGHT
@@ -86,31 +93,27 @@ def main(argv: list[str] | None = None) -> int:
           f"{100 * args.tolerance:.0f}% |" + (" CIFAR-10 test |" if with_table else "")
           + " s |")
     print("|---" * (7 + with_table) + "|")
-    summaries = []
+    # (label, target or None for the baseline, seed, settings of the search)
+    jobs = [(f"{target:,} (p{percentile:g})", target, seed,
+             {"objectives": "val_acc,flops", "cost_target": target,
+              "cost_weight": args.cost_weight})
+            for percentile, target in targets.items() for seed in seeds]
+    if not args.no_baseline:
+        jobs += [("no cost term", None, seed, {}) for seed in seeds]
+    found: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="pynas-bench-darts-cost-") as work:
-        for percentile, target in targets.items():
-            work_dir = Path(work) / f"p{percentile:g}"
-            found = []
-            for seed in seeds:
-                run = run_darts(VARIANT, args.table, args.dataset, seed, args.epochs, work_dir,
-                                objectives="val_acc,flops", cost_target=target,
-                                cost_weight=args.cost_weight)
-                found.append(run)
+        for (label, target, seed, _), run in zip(jobs, searches(jobs, args, Path(work))):
+            found.setdefault(label, []).append(run)
+            if target is None:
+                ratios = " / ".join(f"{flops_of(run) / each:.2f}" for each in targets.values())
+                print_row(label, seed, run, ratios + " (to each target)", "-", with_table)
+            else:
                 ratio = run["result"]["cost_target"]["ratio"]
-                print_row(f"{target:,} (p{percentile:g})", seed, run,
-                          f"{ratio:.2f}", yes_no(ratio, args.tolerance), with_table)
-            ratios = [run["result"]["cost_target"]["ratio"] for run in found]
-            summaries.append((f"{target:,} (p{percentile:g})", ratios, found))
-        if not args.no_baseline:
-            work_dir = Path(work) / "none"
-            found = []
-            for seed in seeds:
-                run = run_darts(VARIANT, args.table, args.dataset, seed, args.epochs, work_dir)
-                found.append(run)
-                ratios = " / ".join(f"{flops_of(run) / target:.2f}" for target in targets.values())
-                print_row("no cost term", seed, run, ratios + " (to each target)", "-",
+                print_row(label, seed, run, f"{ratio:.2f}", yes_no(ratio, args.tolerance),
                           with_table)
-            summaries.append(("no cost term", None, found))
+    summaries = [(label, None if label == "no cost term"
+                  else [run["result"]["cost_target"]["ratio"] for run in runs], runs)
+                 for label, runs in found.items()]
     print()
     for label, ratios, found in summaries:
         line = f"- {label}: "
@@ -127,6 +130,25 @@ def main(argv: list[str] | None = None) -> int:
         seconds = statistics.mean(run["seconds"] for run in found)
         print(line + f"; {seconds:.0f} s per search", flush=True)
     return 0
+
+
+def searches(jobs: list[tuple[str, int | None, int, dict[str, Any]]],
+             args: argparse.Namespace, work: Path):
+    """The searches of ``jobs``, in order (each in its own directory under ``work``); with
+    ``--workers N`` in N processes of one thread each."""
+    calls = [(VARIANT, args.table, args.dataset, seed, args.epochs,
+              work / ("none" if target is None else f"t{target}"))
+             for _, target, seed, _ in jobs]
+    if args.workers == 1:
+        for call, (_, _, _, settings) in zip(calls, jobs):
+            yield run_darts(*call, **settings)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process running torch
+    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        futures = [pool.submit(run_darts, *call, 1, **settings)
+                   for call, (_, _, _, settings) in zip(calls, jobs)]
+        for future in futures:
+            yield future.result()
 
 
 def flops_of(run: dict[str, Any]) -> int:
