@@ -9,9 +9,12 @@ the multiply-adds of the 15,625 nb201 cells' networks on the digits input (the n
 the search derives), over ``--seeds`` seeds from ``--first-seed``. Prints a markdown
 table, one row per search: the target, the seed, the discretized cell, its multiply-adds
 (``pynas.costs.measure``), the ratio to the target, whether it is within ``--tolerance``
-(25%), the CIFAR-10 test accuracy of the cell in the NAS-Bench-201 table (a column left
-out when the table is absent), and the seconds of the search; then the same seeds without
-the cost term, for comparison, and one summary line per target. ``--workers N`` runs N
+(25%, also the search's ``--cost-tolerance``: the discretized cell is the strongest one
+within it), the ratio of the argmax cell the search ended with, the CIFAR-10 test
+accuracy of the cell in the NAS-Bench-201 table (a column left out when the table is
+absent), and the seconds of the search; then the same seeds without the cost term, for
+comparison, and one summary line per target, with the table's cells within the tolerance
+for reference (how many, their mean and best CIFAR-10 test). ``--workers N`` runs N
 searches at once, one thread each. Run as ``pynas bench darts_cost`` or ``python
 bench/darts_cost.py``.
 """
@@ -39,18 +42,35 @@ VARIANT = "darts-beta"
 CHANNELS, CELLS_PER_STAGE = 8, 5
 
 
-def percentile_targets(dataset: str, percentiles: list[float]) -> dict[float, int]:
-    """Each percentile of the multiply-adds of every nb201 cell's network on ``dataset``'s
-    input (nearest rank)."""
+def cell_flops(dataset: str) -> dict[str, int]:
+    """The multiply-adds of every nb201 cell's network on ``dataset``'s input, by
+    architecture string."""
     from pynas.data import load_dataset
     from pynas.spaces.nb201 import NB201Space
 
     data = load_dataset(dataset, None)
-    counts = NB201Space(CHANNELS, CELLS_PER_STAGE).counts_of_every_cell(
-        tuple(data.input_shape), data.num_classes)
-    flops = sorted(multiply_adds for _, multiply_adds in counts.values())
-    return {p: flops[min(len(flops) - 1, round(p / 100 * (len(flops) - 1)))]
+    space = NB201Space(CHANNELS, CELLS_PER_STAGE)
+    counts = space.counts_of_every_cell(tuple(data.input_shape), data.num_classes)
+    return {space.to_string(arch): flops for arch, (_, flops) in counts.items()}
+
+
+def percentile_targets(flops: dict[str, int], percentiles: list[float]) -> dict[float, int]:
+    """Each percentile of the cells' multiply-adds ``flops`` (nearest rank)."""
+    ordered = sorted(flops.values())
+    return {p: ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
             for p in percentiles}
+
+
+def cells_within(flops: dict[str, int], table: Path, target: int, tolerance: float) -> str:
+    """The table's cells within ``tolerance`` of ``target``: how many, and their mean
+    and best CIFAR-10 test accuracy."""
+    from pynas.evaluate import read_table
+
+    rows = read_table(table)
+    tests = [rows.row(arch)["cifar10_test"] for arch, count in flops.items()
+             if abs(count / target - 1) <= tolerance]
+    return (f"the table's {len(tests):,} cells within it: CIFAR-10 test "
+            f"{statistics.mean(tests):.2f} on average, {max(tests):.2f} the best")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     from pynas.search.darts.config import DEFAULT_COST_WEIGHT
 
     weight = DEFAULT_COST_WEIGHT if args.cost_weight is None else args.cost_weight
-    targets = percentile_targets(args.dataset, args.percentiles)
+    flops = cell_flops(args.dataset)
+    targets = percentile_targets(flops, args.percentiles)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     with_table = args.table.is_file()
     print(f"\nDARTS (beta-decay, first order) on the nb201 supernet (C={CHANNELS}, "
@@ -90,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{seeds.stop - 1}; targets: percentiles of the multiply-adds of the 15,625 cells' "
           "networks\n")
     print("| target | seed | discretized cell | flops | ratio to target | within ±"
-          f"{100 * args.tolerance:.0f}% |" + (" CIFAR-10 test |" if with_table else "")
-          + " s |")
-    print("|---" * (7 + with_table) + "|")
+          f"{100 * args.tolerance:.0f}% | argmax cell's ratio |"
+          + (" CIFAR-10 test |" if with_table else "") + " s |")
+    print("|---" * (8 + with_table) + "|")
     # (label, target or None for the baseline, seed, settings of the search)
     jobs = [(f"{target:,} (p{percentile:g})", target, seed,
              {"objectives": "val_acc,flops", "cost_target": target,
-              "cost_weight": args.cost_weight})
+              "cost_weight": args.cost_weight, "cost_tolerance": args.tolerance})
             for percentile, target in targets.items() for seed in seeds]
     if not args.no_baseline:
         jobs += [("no cost term", None, seed, {}) for seed in seeds]
@@ -106,28 +127,32 @@ def main(argv: list[str] | None = None) -> int:
             found.setdefault(label, []).append(run)
             if target is None:
                 ratios = " / ".join(f"{flops_of(run) / each:.2f}" for each in targets.values())
-                print_row(label, seed, run, ratios + " (to each target)", "-", with_table)
+                print_row(label, seed, run, ratios + " (to each target)", "-", "-", with_table)
             else:
-                ratio = run["result"]["cost_target"]["ratio"]
-                print_row(label, seed, run, f"{ratio:.2f}", yes_no(ratio, args.tolerance),
+                cost = run["result"]["cost_target"]
+                print_row(label, seed, run, f"{cost['ratio']:.2f}",
+                          yes_no(cost["ratio"], args.tolerance), f"{cost['argmax_ratio']:.2f}",
                           with_table)
-    summaries = [(label, None if label == "no cost term"
-                  else [run["result"]["cost_target"]["ratio"] for run in runs], runs)
-                 for label, runs in found.items()]
     print()
-    for label, ratios, found in summaries:
+    target_of = {label: target for label, target, _, _ in jobs}
+    for label, runs in found.items():
         line = f"- {label}: "
-        if ratios is not None:
-            within = sum(abs(ratio - 1) <= args.tolerance for ratio in ratios)
-            line += (f"{within}/{len(ratios)} within ±{100 * args.tolerance:.0f}%, ratio "
+        if target_of[label] is not None:
+            ratios = [run["result"]["cost_target"]["ratio"] for run in runs]
+            argmax = [run["result"]["cost_target"]["argmax_ratio"] for run in runs]
+            line += (f"{within(ratios, args.tolerance)}/{len(ratios)} within "
+                     f"±{100 * args.tolerance:.0f}% (the argmax cells: "
+                     f"{within(argmax, args.tolerance)}), ratio "
                      f"{statistics.mean(ratios):.2f} ± {spread(ratios):.2f}")
         else:
-            values = [flops_of(run) for run in found]
+            values = [flops_of(run) for run in runs]
             line += f"flops {statistics.mean(values):,.0f} ± {spread(values):,.0f}"
         if with_table:
-            tests = [run["cifar10_test"] for run in found]
+            tests = [run["cifar10_test"] for run in runs]
             line += f"; CIFAR-10 test {statistics.mean(tests):.2f} ± {spread(tests):.2f}"
-        seconds = statistics.mean(run["seconds"] for run in found)
+            if target_of[label] is not None:
+                line += "; " + cells_within(flops, args.table, target_of[label], args.tolerance)
+        seconds = statistics.mean(run["seconds"] for run in runs)
         print(line + f"; {seconds:.0f} s per search", flush=True)
     return 0
 
@@ -169,13 +194,18 @@ def yes_no(ratio: float, tolerance: float) -> str:
     return "yes" if abs(ratio - 1) <= tolerance else "no"
 
 
+def within(ratios: list[float], tolerance: float) -> int:
+    return sum(abs(ratio - 1) <= tolerance for ratio in ratios)
+
+
 def spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def print_row(target: str, seed: int, run: dict[str, Any], ratio: str, within: str,
-              with_table: bool) -> None:
-    cells = [target, str(seed), f"`{run['arch']}`", f"{flops_of(run):,}", ratio, within]
+def print_row(target: str, seed: int, run: dict[str, Any], ratio: str, inside: str,
+              argmax_ratio: str, with_table: bool) -> None:
+    cells = [target, str(seed), f"`{run['arch']}`", f"{flops_of(run):,}", ratio, inside,
+             argmax_ratio]
     if with_table:
         cells.append(f"{run['cifar10_test']:.2f}")
     cells.append(f"{run['seconds']:.0f}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from pynas.search.darts.cost import (
     cost_table,
     discretized_cost,
     expected_cost,
+    fit_to_target,
     sharpen,
 )
 from pynas.search.darts.nb201 import NB201Supernet
@@ -104,6 +107,88 @@ def test_sharpen_keeps_row_sums_argmax_and_zeros():
     assert sharpen(weights, None) is weights
 
 
+def cell_score_and_cost(model, table, choices):
+    """The sum of the chosen operations' log choice weights over the kept edges, and the
+    cost of the network, from the table."""
+    none = model.operations.index("none")
+    score, cost = 0.0, table.base
+    for kind, operations in choices.items():
+        logs = model.choice_weights(kind).detach().double().log()
+        for edge, operation in enumerate(operations):
+            if operation != none or logs[edge, none] > -math.inf:
+                score += float(logs[edge, operation])
+                cost += float(table.costs[kind][edge, operation])
+    return score, cost
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.1, 0.25])
+def test_nb201_fit_is_the_strongest_cell_within_the_tolerance(tolerance):
+    """Against every one of the 15,625 cells: the fit is within the band when any cell
+    is, of the highest score there; else the cell nearest the target."""
+    torch.manual_seed(0)
+    model = nb201_supernet()
+    table = cost_table(model, "flops", INPUT_SHAPE, CLASSES)
+    cells = torch.tensor(list(itertools.product(range(5), repeat=6)))
+    edges = torch.arange(6)
+    cell_costs = (table.base + table.costs["cell"][edges, cells].sum(dim=1)).tolist()
+    for draw in range(4):
+        randomize(model, scale=0.5)
+        logs = model.choice_weights("cell").detach().double().log()
+        measured = list(zip(logs[edges, cells].sum(dim=1).tolist(), cell_costs))
+        argmax_cost = discretized_cost(model, table)
+        # a cost 40% off the argmax cell's, and one between two achievable costs
+        for target in (argmax_cost * (0.6 if draw % 2 else 1.4), argmax_cost * 0.93 + 17):
+            fitted = fit_to_target(model, table, target, tolerance)
+            score, cost = cell_score_and_cost(model, table, fitted)
+            inside = [s for s, c in measured if abs(c / target - 1) <= tolerance]
+            if inside:
+                assert abs(cost / target - 1) <= tolerance
+                assert score == pytest.approx(max(inside))
+            else:
+                nearest = min(abs(c / target - 1) for _, c in measured)
+                assert abs(cost / target - 1) == pytest.approx(nearest)
+
+
+def test_fit_keeps_the_argmax_cell_within_the_tolerance():
+    torch.manual_seed(0)
+    for model in (nb201_supernet(), darts_supernet()):
+        randomize(model)
+        table = cost_table(model, "flops", INPUT_SHAPE, CLASSES)
+        argmax = model.discrete_choices()
+        assert fit_to_target(model, table, discretized_cost(model, table) * 1.2, 0.25) == argmax
+
+
+def test_darts_fit_keeps_the_argmax_edges_and_pins_the_cells():
+    torch.manual_seed(0)
+    model = darts_supernet(edge_normalization=True)
+    randomize(model)
+    table = cost_table(model, "params", INPUT_SHAPE, CLASSES)
+    argmax, argmax_genotype = model.discrete_choices(), model.genotype()
+    none = model.operations.index("none")
+    # a target: the cost of the same kept edges with other operations drawn at random
+    generator = torch.Generator().manual_seed(3)
+    other = {kind: [none if operation == none else
+                    int(torch.randint(1, len(model.operations), (1,), generator=generator))
+                    for operation in choices] for kind, choices in argmax.items()}
+    other_score, target = cell_score_and_cost(model, table, other)
+    argmax_score, argmax_cost = cell_score_and_cost(model, table, argmax)
+    assert abs(argmax_cost / target - 1) > 0.05  # the draw moved the cost
+    fitted = fit_to_target(model, table, target, 0.05)
+    score, cost = cell_score_and_cost(model, table, fitted)
+    assert abs(cost / target - 1) <= 0.05 and other_score <= score < argmax_score
+    assert all((a == none) == (f == none) for kind in argmax
+               for a, f in zip(argmax[kind], fitted[kind]))
+    model.pin(fitted)
+    assert model.discrete_choices() == fitted
+    measured = costs.measure(model.discrete_space, model.discrete_architecture(),
+                             INPUT_SHAPE, CLASSES)["params"]
+    assert measured == cost == discretized_cost(model, table)
+    for kind in model.cell_kinds:  # the same inputs, in the same order
+        assert [s for _, s in model.genotype()[kind]] == [s for _, s in argmax_genotype[kind]]
+    model.pin(None)
+    assert model.discrete_choices() == argmax
+
+
 @pytest.mark.parametrize("make", [nb201_supernet, darts_supernet], ids=["nb201", "darts"])
 @pytest.mark.parametrize("direction", ["down", "up"])
 def test_the_cost_term_alone_moves_the_costs_toward_the_target(make, direction):
@@ -153,6 +238,9 @@ def test_the_cost_term_alone_moves_the_costs_toward_the_target(make, direction):
         (["--cost-target", "2X"], "--cost-target 2X: unknown suffix"),
         (["--cost-target", "0"], "--cost-target must be a positive count"),
         (["--cost-target", "1M", "--multiplier", "1"], "needs --multiplier = --steps"),
+        (["--cost-tolerance", "0.1"], "--cost-tolerance needs --cost-target"),
+        (["--cost-target", "1M", "--cost-tolerance", "-1"],
+         "--cost-tolerance must be a number >= 0"),
     ],
 )
 def test_bad_cost_options_are_one_line_with_status_2_and_write_nothing(
@@ -194,4 +282,11 @@ def test_a_search_with_a_cost_target_records_the_cost(tmp_path, capsys, space, o
     assert "x the target 20,000" in printed
     history = torch.load(out / "checkpoint.pt")["history"]
     assert all("expected_cost" in entry and "discretized_cost" in entry for entry in history)
-    assert history[-1]["discretized_cost"] == measured
+    # the strongest cell within 25% of the target, or the nearest: never farther than
+    # the argmax cell the search ended with
+    assert history[-1]["discretized_cost"] == cost["argmax_cost"]
+    assert cost["tolerance"] == 0.25 and cost["argmax_ratio"] == cost["argmax_cost"] / 20_000
+    if abs(cost["argmax_ratio"] - 1) <= 0.25:
+        assert cost["cost"] == cost["argmax_cost"]
+    else:
+        assert abs(cost["ratio"] - 1) <= abs(cost["argmax_ratio"] - 1)

@@ -21,6 +21,9 @@ COST_TARGET_MEASURES = ("flops", "params")
 #: 25th-percentile target, as beta-decay's gradient swamps the term's (see
 #: :mod:`pynas.search.darts.cost`)
 DEFAULT_COST_WEIGHT = 100.0
+#: how far from ``--cost-target`` the discretized cell may lie without ``--cost-tolerance``
+#: (a quarter either way, the band of issue #12's target)
+DEFAULT_COST_TOLERANCE = 0.25
 
 
 @dataclass
@@ -73,6 +76,8 @@ class DartsConfig:
     cost_target: int | None = None
     #: the weight of the cost term (``None``: :data:`DEFAULT_COST_WEIGHT`)
     cost_weight: float | None = None
+    #: the discretized cell is the strongest one within this fraction of ``cost_target``
+    cost_tolerance: float = DEFAULT_COST_TOLERANCE
     seed: int = 0
     device: str = "cpu"
 
@@ -154,7 +159,11 @@ class DartsConfig:
                 )
             if self.cost_weight is not None:
                 raise UsageError("--cost-weight needs --cost-target, the cost it weighs")
+            if self.cost_tolerance != DEFAULT_COST_TOLERANCE:
+                raise UsageError("--cost-tolerance needs --cost-target, the cost it bounds")
             return
+        if not (math.isfinite(self.cost_tolerance) and self.cost_tolerance >= 0):
+            raise UsageError(f"--cost-tolerance must be a number >= 0, got {self.cost_tolerance}")
         if not (math.isfinite(self.penalty_weight) and self.penalty_weight > 0):
             raise UsageError(f"--cost-weight must be a number > 0, got {self.cost_weight}")
         if self.space == "darts" and self.multiplier != self.steps:
@@ -250,6 +259,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="W",
         help=f"weight of the cost term (default: {DEFAULT_COST_WEIGHT:g}, chosen on tuning "
         "seeds of the nb201 supernet on digits with beta-decay on; see bench/RESULTS.md)",
+    )
+    cost.add_argument(
+        "--cost-tolerance",
+        type=float,
+        metavar="F",
+        help="the discretized cell is the one of highest operation weights among those "
+        "whose cost is within F of the target (|cost / target - 1| <= F; the argmax cell "
+        "when it is), or the cell nearest the target when none is (default: "
+        f"{DEFAULT_COST_TOLERANCE:g})",
     )
     cures = parser.add_argument_group(
         "darts: cures for the collapse to parameter-free operations (beta-decay on by "

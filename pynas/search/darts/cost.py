@@ -5,7 +5,7 @@ FBNet (Wu et al., CVPR 2019) and ProxylessNAS (Cai et al., ICLR 2019) make a net
 cost differentiable with a table of what each candidate operation costs: an edge's
 expected cost is the sum of its operations' costs weighted by their probabilities, the
 network's the sum over its edges plus what no choice changes. TF-NAS (Hu et al., ECCV
-2020) pulls that expectation toward a target. pynas does the same with three pieces:
+2020) pulls that expectation toward a target. pynas does the same with four pieces:
 
 - the table (:func:`cost_table`): for every edge of the supernet and every operation
   discretization can choose on it, what that operation costs in the network the search
@@ -47,6 +47,12 @@ network's the sum over its edges plus what no choice changes. TF-NAS (Hu et al.,
   (``lambda * softmax / edges``, about 1.7 per logit at the end of the default ramp on
   nb201) and Adam scales each logit's step by its own gradient's size: the cost term
   changes the relative logits only where it outweighs that part.
+
+- the choice of the cell (:func:`fit_to_target`): the penalty steers the weights, but the
+  argmax cell can still end one operation short of or past the target, where the weights
+  of the operations on either side differ by a thousandth. The discretized cell is
+  therefore the one of highest weight within ``--cost-tolerance`` of the target, which is
+  the argmax cell whenever that one is within it.
 """
 
 from __future__ import annotations
@@ -153,6 +159,62 @@ def cost_penalty(model: Supernet, table: CostTable, target: float, weight: float
         return weight * (cost - math.log(target)) ** 2
 
     return penalty
+
+
+#: the relative width of the cost bins in which :func:`fit_to_target` keeps one partial
+#: cell each (0.01%)
+FIT_BIN = 1e-4
+
+
+def fit_to_target(model: Supernet, table: CostTable, target: float,
+                  tolerance: float) -> dict[str, list[int]]:
+    """The discretization with a cost within ``tolerance`` of ``target`` (``|C / target -
+    1| <= tolerance``) whose operations weigh most, or when none has, that of the cost
+    nearest the target.
+
+    It keeps the edges the argmax discretization keeps (on the darts cell, two per node)
+    and chooses each kept edge's operation among those :meth:`Supernet.choice_weights`
+    gives a weight (on the darts cell, not ``none``), maximising the sum of their log
+    weights: the cell the argmax gives when its cost is within the band, else the one
+    closest to it in weight that is. The search goes edge by edge and keeps, per bin of
+    relative width :data:`FIT_BIN` of the cost so far, the choices of highest weight:
+    exact whenever no two such partial cells' costs lie within 0.01% of each other
+    (always on nb201, whose few distinct operation costs leave a few hundred sums).
+    Returns the choices as :meth:`Supernet.discrete_choices` gives them."""
+    argmax = model.discrete_choices()
+    none = model.operations.index("none")
+    # (score, cost, choices) of the partial cells, one per cost bin
+    states: dict[int, tuple[float, float, tuple[tuple[str, int, int], ...]]] = {
+        0: (0.0, table.base, ())}
+    with torch.no_grad():
+        for kind, choices in argmax.items():
+            logs = model.choice_weights(kind).double().log()
+            for edge, chosen in enumerate(choices):
+                if chosen == none and logs[edge, none] == -math.inf:
+                    continue  # an edge discretization drops, not an operation choice
+                options = [(operation, float(logs[edge, operation]),
+                            float(table.costs[kind][edge, operation]))
+                           for operation in range(logs.shape[1])
+                           if logs[edge, operation] > -math.inf]
+                grown: dict[int, tuple[float, float, tuple[tuple[str, int, int], ...]]] = {}
+                for score, cost, path in states.values():
+                    for operation, log_weight, extra in options:
+                        total = cost + extra
+                        key = round(math.log(max(total, 1.0)) / FIT_BIN)
+                        if key not in grown or grown[key][0] < score + log_weight:
+                            grown[key] = (score + log_weight, total,
+                                          path + ((kind, edge, operation),))
+                states = grown
+
+    def distance(state: tuple[float, float, tuple]) -> tuple[float, float]:
+        """Outside the band first, then lower weight."""
+        score, cost, _ = state
+        return max(abs(cost / target - 1) - tolerance, 0.0), -score
+
+    fitted = {kind: list(choices) for kind, choices in argmax.items()}
+    for kind, edge, operation in min(states.values(), key=distance)[2]:
+        fitted[kind][edge] = operation
+    return fitted
 
 
 def measured_cost(model: Supernet, table: CostTable, input_shape: Sequence[int],

@@ -109,7 +109,9 @@ class NB201Supernet(Supernet):
 
     def chosen_operations(self) -> list[int]:
         """The strongest operation of each edge (``none`` included, as the benchmark's
-        DARTS baseline)."""
+        DARTS baseline), or those :meth:`pin` set."""
+        if self.pinned is not None:
+            return list(self.pinned["cell"])
         return self.operation_weights("cell").argmax(dim=-1).tolist()
 
     def arch_string(self) -> str:

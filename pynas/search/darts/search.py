@@ -49,6 +49,7 @@ from pynas.search.darts.cost import (
     cost_table,
     discretized_cost,
     expected_cost,
+    fit_to_target,
 )
 from pynas.search.darts.cures import beta_decay, linear_ramp
 from pynas.search.darts.nb201 import NB201Supernet
@@ -107,7 +108,9 @@ def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
             print(
                 f"{cost['measure']} of the discretized network: {cost['cost']:,}, "
                 f"{cost['ratio']:.2f} x the target {cost['target']:,} (weight "
-                f"{cost['weight']:g})"
+                f"{cost['weight']:g}); the strongest cell within "
+                f"{100 * cost['tolerance']:g}% of it, the argmax cell being "
+                f"{cost['argmax_ratio']:.2f} x"
             )
         if run_dir is not None:
             print(retrain_line(run_dir.path))
@@ -503,6 +506,10 @@ def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits
     """``result.json``: the discretized architecture and its accuracies (batch-norm
     statistics recalibrated on the weights' half of the training split)."""
     model, device = trained.model, trained.device
+    table = trained.cost_table
+    if table is not None:  # the strongest cell within the tolerance of the target
+        argmax_cost = discretized_cost(model, table)
+        model.pin(fit_to_target(model, table, config.cost_target, config.cost_tolerance))
     calibration = epoch_batches(trained.weight_half, config.batch_size, config.seed, 0, device,
                                 data)
     with discretized(model, calibration):
@@ -517,11 +524,15 @@ def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits
         "final_train_loss": trained.history[-1]["train_loss"],
     }
     extra: dict[str, Any] = {}
-    if trained.cost_table is not None:
-        extra["cost_target"] = cost_summary(model, trained.cost_table, config.cost_target,
-                                            config.penalty_weight, data.input_shape,
-                                            data.num_classes)
-        metrics[trained.cost_table.measure] = extra["cost_target"]["cost"]
+    if table is not None:
+        extra["cost_target"] = {
+            **cost_summary(model, table, config.cost_target, config.penalty_weight,
+                           data.input_shape, data.num_classes),
+            "tolerance": config.cost_tolerance,
+            "argmax_cost": argmax_cost,
+            "argmax_ratio": argmax_cost / config.cost_target,
+        }
+        metrics[table.measure] = extra["cost_target"]["cost"]
     return {
         "strategy": "darts",
         "space": config.space,

@@ -318,6 +318,8 @@ class Supernet(ArchitectureMixin, nn.Module):
         self.dirichlet = dirichlet
         #: the auxiliary skip's coefficient (DARTS-), which the search sets at every step
         self.skip_coefficient = 0.0
+        #: operation choices that replace the argmax ones (see :meth:`pin`)
+        self.pinned: dict[str, list[int]] | None = None
         edges = sum(self.node_inputs)
         for kind in self.cell_kinds:
             # Small random logits: every operation starts almost equally weighted (the paper).
@@ -356,6 +358,13 @@ class Supernet(ArchitectureMixin, nn.Module):
     def alpha_weights(self) -> dict[str, list[list[float]]]:
         """:meth:`operation_weights` of every cell type, as lists."""
         return {kind: self.operation_weights(kind).tolist() for kind in self.cell_kinds}
+
+    def pin(self, choices: dict[str, list[int]] | None) -> None:
+        """Discretize to ``choices`` (as :meth:`discrete_choices` gives them, keeping the
+        edges the argmax keeps) rather than to each edge's strongest operation; ``None``:
+        the argmax again. What ``--cost-target`` does with the cell within its tolerance
+        (:func:`pynas.search.darts.cost.fit_to_target`)."""
+        self.pinned = None if choices is None else {k: list(v) for k, v in choices.items()}
 
     def discrete_choices(self) -> dict[str, list[int]]:
         """Per cell type, the operation index the discretized cell gives each edge (that of
@@ -499,9 +508,14 @@ class DartsSupernet(Supernet):
         concat = list(range(2 + self.steps - self.multiplier, 2 + self.steps))
         genotype: Genotype = {}
         for kind in self.cell_kinds:
-            genotype[kind] = discretize_cell(
+            pairs = discretize_cell(
                 self.operation_weights(kind), self.steps, self.edge_weights(kind)
             )
+            if self.pinned is not None:
+                first_edges = [node_edge_count(node) for node in range(self.steps)]
+                pairs = [[self.operations[self.pinned[kind][first_edges[i // 2] + source]],
+                          source] for i, (_, source) in enumerate(pairs)]
+            genotype[kind] = pairs
             genotype[f"{kind}_concat"] = concat
         return genotype
 
