@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pynas import cli
+from pynas.errors import UsageError
 from pynas.runs import RunDirectory
 from pynas.search.darts import DartsConfig
 from pynas.search.darts import search as darts_loop
@@ -83,6 +84,20 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, monk
     alphas_a = torch.load(tmp_path / "a" / "checkpoint.pt")["model"]["alpha_normal"]
     alphas_b = torch.load(run_dir.checkpoint_path)["model"]["alpha_normal"]
     torch.testing.assert_close(alphas_a, alphas_b, rtol=0, atol=1e-6)
+
+
+def test_resume_takes_a_setting_older_checkpoints_lack_as_its_default(tmp_path, monkeypatch):
+    monkeypatch.setattr(darts_loop, "write_run", lambda run_dir, trained, result: None)
+    run_dir = RunDirectory.prepare(tmp_path / "a")
+    search(tiny_config(), run_dir)
+    state = torch.load(run_dir.checkpoint_path, weights_only=False)
+    del state["config"]["cost_tolerance"]  # as a checkpoint written before it existed
+    torch.save(state, run_dir.checkpoint_path)
+    search(tiny_config(), run_dir, resume=True)
+    state["config"]["seed"] = 7  # another search's checkpoint
+    torch.save(state, run_dir.checkpoint_path)
+    with pytest.raises(UsageError, match="seed=7"):
+        search(tiny_config(), run_dir, resume=True)
 
 
 @pytest.mark.parametrize(

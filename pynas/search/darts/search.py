@@ -488,12 +488,14 @@ def costs_of(model: Supernet, table: CostTable | None) -> dict[str, float]:
 
 
 def _check_same_search(saved: dict[str, Any], config: DartsConfig) -> None:
-    """Refuse to resume a checkpoint that another configuration wrote."""
+    """Refuse to resume a checkpoint that another configuration wrote (a field the
+    checkpoint lacks, being older than the field, counts as its default)."""
     current = dataclasses.asdict(config)
+    defaults = dataclasses.asdict(DartsConfig())
     different = [
-        f"{name}={saved.get(name)!r} (now {value!r})"
+        f"{name}={saved.get(name, defaults[name])!r} (now {value!r})"
         for name, value in current.items()
-        if name not in _HOW_NOT_WHAT and saved.get(name) != value
+        if name not in _HOW_NOT_WHAT and saved.get(name, defaults[name]) != value
     ]
     if different:
         raise UsageError(
