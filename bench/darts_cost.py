@@ -68,7 +68,7 @@ def cells_within(flops: dict[str, int], table: Path, target: int, tolerance: flo
 
     rows = read_table(table)
     tests = [rows.row(arch)["cifar10_test"] for arch, count in flops.items()
-             if abs(count / target - 1) <= tolerance]
+             if in_band(count / target, tolerance)]
     return (f"the table's {len(tests):,} cells within it: CIFAR-10 test "
             f"{statistics.mean(tests):.2f} on average, {max(tests):.2f} the best")
 
@@ -190,12 +190,16 @@ def flops_of(run: dict[str, Any]) -> int:
                                tuple(data["input_shape"]), data["num_outputs"])
 
 
+def in_band(ratio: float, tolerance: float) -> bool:
+    return abs(ratio - 1) <= tolerance
+
+
 def yes_no(ratio: float, tolerance: float) -> str:
-    return "yes" if abs(ratio - 1) <= tolerance else "no"
+    return "yes" if in_band(ratio, tolerance) else "no"
 
 
 def within(ratios: list[float], tolerance: float) -> int:
-    return sum(abs(ratio - 1) <= tolerance for ratio in ratios)
+    return sum(in_band(ratio, tolerance) for ratio in ratios)
 
 
 def spread(values: list[float]) -> float:
