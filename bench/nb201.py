@@ -80,6 +80,9 @@ DARTS_VARIANTS: dict[str, tuple[str, Callable[[int], dict[str, Any]], str]] = {
                     lambda epochs: {"beta_decay": 0.0, "aux_skip": True}, "93.80 ± 0.40"),
     "darts-dirichlet": ("DrNAS: Dirichlet-sampled operation weights",
                         lambda epochs: {"beta_decay": 0.0, "dirichlet": True}, "94.36 ± 0.00"),
+    "darts-pt": ("DARTS, the cell chosen by perturbation (`--beta-decay 0 --selection "
+                 "perturbation`)",
+                 lambda epochs: {"beta_decay": 0.0, "selection": "perturbation"}, "-"),
     "darts-warmup": ("weights alone for 3/10 of the epochs",
                      lambda epochs: {"beta_decay": 0.0, "warmup_epochs": warmup_epochs(epochs)},
                      "-"),
@@ -112,6 +115,14 @@ def collapsed(arch: str) -> bool:
     return 2 * sum(operation in PARAMETER_FREE for operation in operations) >= len(operations)
 
 
+def describe(arch: str, table: Path | dict[str, Any]) -> str:
+    """``arch``, its CIFAR-10 test accuracy when ``table`` (a path, or the arch's row) has
+    it, and whether it collapsed."""
+    row = read_table(table).row(arch) if isinstance(table, Path) and table.is_file() else table
+    test = f" CIFAR-10 test {row['cifar10_test']:.2f}" if row else ""
+    return f"{arch}{test}{' (collapsed)' if collapsed(arch) else ''}"
+
+
 def run_darts(variant: str, table: Path, dataset: str, seed: int, epochs: int,
               work_dir: Path, threads: int | None = None, **settings: Any) -> dict[str, Any]:
     """One seed of the DARTS ``variant`` on nb201: the table's metrics of the cell found
@@ -131,10 +142,10 @@ def run_darts(variant: str, table: Path, dataset: str, seed: int, epochs: int,
     result = darts_search(config, run_dir)
     row = read_table(table).row(result["arch"]) if table.is_file() else {}
     found = {**row, "arch": result["arch"], "seconds": result["seconds"], "result": result}
-    test = f" CIFAR-10 test {row['cifar10_test']:.2f}" if row else ""
-    print(f"{variant} seed {seed}: {found['arch']}{test}"
-          f"{' (collapsed)' if collapsed(found['arch']) else ''}, {found['seconds']:.0f} s",
-          file=sys.stderr, flush=True)
+    print(f"{variant} seed {seed}: {describe(found['arch'], row)}"
+          + (f"; the argmax cell: {describe(result['argmax']['arch'], table)}"
+             if "argmax" in result else "")  # chosen by perturbation
+          + f", {found['seconds']:.0f} s", file=sys.stderr, flush=True)
     return found
 
 

@@ -77,6 +77,11 @@ _HOW_NOT_WHAT = {
     "version",
 }
 
+#: Arguments that say how a finished search becomes an architecture (DARTS's
+#: ``--selection``): recorded in config.json, and a resume may change them, choosing again
+#: from the trained supernet without training it again.
+_CHOSEN_AFTER_TRAINING = ("selection",)
+
 #: arguments that name files: recorded as absolute paths, so a resume may start elsewhere
 _PATH_ARGUMENTS = ("benchmark", "data_dir")
 
@@ -492,12 +497,14 @@ def prepare_run_directory(args: argparse.Namespace) -> RunDirectory:
         return run_dir
     # the strategy first: another strategy also has other options
     for key in sorted(set(stored) | set(config), key=lambda key: (key != "strategy", key)):
-        if stored.get(key) != config.get(key):
+        if stored.get(key) != config.get(key) and key not in _CHOSEN_AFTER_TRAINING:
             flag = "strategy" if key == "strategy" else "--" + key.replace("_", "-")
             raise UsageError(
                 f"{run_dir.path} was started with {flag} {stored.get(key)}, not "
                 f"{config.get(key)}: resume with the run's own arguments"
             )
+    if stored != config:  # a finished search chosen again (--selection)
+        run_dir.write_config(config)
     return run_dir
 
 

@@ -11,6 +11,9 @@ The package, one module per concern (none imports a module that imports it back)
 - :mod:`.partial`: PC-DARTS's partial-channel edge and edge normalization;
 - :mod:`.cures`: beta-DARTS's beta-decay, DARTS-'s auxiliary skip schedule, DrNAS's
   Dirichlet weights;
+- :mod:`.cost`: ``--cost-target``, the per-operation cost table, its penalty and the
+  cell within the tolerance;
+- :mod:`.selection`: the cell chosen from the trained supernet by perturbation;
 - :mod:`.plots`: architecture weights and curves of a search.
 """
 

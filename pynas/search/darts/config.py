@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pynas.costs import parse_count
 from pynas.errors import UsageError
 from pynas.objectives import parse_objectives
+from pynas.search.darts.selection import SELECTIONS
 from pynas.search.darts.supernet import MIXED_OP_KINDS
 
 #: supernets DARTS can search, by ``--space``
@@ -68,6 +69,9 @@ class DartsConfig:
     warmup_epochs: int = 0
     #: DrNAS: Dirichlet-sampled mixed weights
     dirichlet: bool = False
+    #: how the discrete cell is chosen: ``argmax`` of the weights or ``perturbation`` (see
+    #: :mod:`pynas.search.darts.selection`)
+    selection: str = "argmax"
     #: ``--objectives``: names the cost measure ``cost_target`` sets (flops or params;
     #: flops when ``None``)
     objectives: str | None = None
@@ -147,6 +151,15 @@ class DartsConfig:
             )
         if self.beta_decay < 0:
             raise UsageError(f"--beta-decay must be >= 0, got {self.beta_decay}")
+        if self.selection not in SELECTIONS:
+            raise UsageError(
+                f"--selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}"
+            )
+        if self.selection != "argmax" and self.cost_target is not None:
+            raise UsageError(
+                "--selection perturbation does not combine with --cost-target, which "
+                "chooses the cell within its tolerance by the operation weights"
+            )
         self._check_cost_target()
 
     def _check_cost_target(self) -> None:
@@ -316,4 +329,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="DrNAS: each edge's operation weights are a Dirichlet sample of concentration "
         "elu(alpha) + 1",
+    )
+    cures.add_argument(
+        "--selection",
+        choices=SELECTIONS,
+        default=defaults.selection,
+        help="how the cell is chosen at the end: argmax, each edge's operation of highest "
+        "weight; perturbation, the operation (not none) whose removal raises the "
+        "supernet's loss on the architecture's half of the data the most, on the edges "
+        "the argmax keeps (DARTS-PT, without its fine-tuning). A finished run can be "
+        "chosen again with --resume --selection (default: %(default)s)",
     )

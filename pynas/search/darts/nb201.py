@@ -70,6 +70,7 @@ class NB201Supernet(Supernet):
     cell_kinds = ("cell",)
     operations = OPERATIONS
     skip_kinds = ("cell",)
+    keeps_every_edge = True
 
     def __init__(
         self,

@@ -53,15 +53,19 @@ from pynas.search.darts.cost import (
 )
 from pynas.search.darts.cures import beta_decay, linear_ramp
 from pynas.search.darts.nb201 import NB201Supernet
+from pynas.search.darts.selection import perturbation_choices
 from pynas.search.darts.supernet import DartsSupernet, Supernet
 
 _EVALUATION_BATCH = 256
 #: validation examples the supernet's accuracy is measured on after each epoch (evenly
 #: spaced through a larger split); the discretized supernet is measured on all of them
 EPOCH_VALIDATION_EXAMPLES = 2000
-#: configuration fields that say where a run goes, not what it computes: a resume may
-#: change them
-_HOW_NOT_WHAT = ("data_dir", "device")
+#: validation examples the perturbation selection measures the loss on (evenly spaced
+#: through a larger architecture half)
+PERTURBATION_EXAMPLES = 2000
+#: configuration fields that say where a run goes, or how its trained supernet becomes a
+#: cell, not what it trains: a resume may change them
+_HOW_NOT_WHAT = ("data_dir", "device", "selection")
 
 
 def check_arguments(space: object, args: argparse.Namespace) -> None:
@@ -112,6 +116,8 @@ def run(args: argparse.Namespace, run_dir: RunDirectory | None) -> int:
                 f"{100 * cost['tolerance']:g}% of it, the argmax cell being "
                 f"{cost['argmax_ratio']:.2f} x"
             )
+        if "argmax" in result:
+            print(f"chosen by perturbation; the argmax cell: {result['argmax']['arch']}")
         if run_dir is not None:
             print(retrain_line(run_dir.path))
     return 0
@@ -324,7 +330,7 @@ def search(
             f"{data.kind} of shape {data.input_shape} (use random, evolution, rl or pnas)"
         )
     trained = train_supernet(config, data, run_dir, progress, resume)
-    result = summarize(config, trained, data)
+    result = summarize(config, trained, data, progress)
     if run_dir is not None:
         write_run(run_dir, trained, result)
     return result
@@ -338,8 +344,9 @@ class TrainedSupernet:
     #: per epoch (0 = the initial logits): losses, accuracies, operation weights
     history: list[dict[str, Any]]
     seconds: float
-    #: the half of the training split the weights learned on
+    #: the halves of the training split the weights and the architecture learned on
     weight_half: Split
+    arch_half: Split
     device: torch.device
     #: what each operation costs, with ``--cost-target``
     cost_table: CostTable | None = None
@@ -462,7 +469,8 @@ def train_supernet(
                     },
                 )
     model.skip_coefficient = 0.0  # DARTS-'s skip is not part of the architecture found
-    return TrainedSupernet(model, history, time.time() - started, weight_half, device, table)
+    return TrainedSupernet(model, history, time.time() - started, weight_half, arch_half, device,
+                           table)
 
 
 def beta_decay_penalty(model: Supernet, weight: float) -> Penalty:
@@ -504,14 +512,26 @@ def _check_same_search(saved: dict[str, Any], config: DartsConfig) -> None:
         )
 
 
-def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits) -> dict[str, Any]:
+def summarize(
+    config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits, progress: bool = False
+) -> dict[str, Any]:
     """``result.json``: the discretized architecture and its accuracies (batch-norm
     statistics recalibrated on the weights' half of the training split)."""
     model, device = trained.model, trained.device
     table = trained.cost_table
+    extra: dict[str, Any] = {}
     if table is not None:  # the strongest cell within the tolerance of the target
         argmax_cost = discretized_cost(model, table)
         model.pin(fit_to_target(model, table, config.cost_target, config.cost_tolerance))
+    if config.selection == "perturbation":
+        extra["argmax"] = {"arch": model.arch_string(), "genotype": model.genotype()}
+        examples = evenly_spaced(trained.arch_half, PERTURBATION_EXAMPLES)
+        batches = [
+            (data.prepare(examples.inputs[start : start + _EVALUATION_BATCH].to(device)),
+             examples.targets[start : start + _EVALUATION_BATCH].to(device))
+            for start in range(0, len(examples), _EVALUATION_BATCH)
+        ]
+        model.pin(perturbation_choices(model, batches, progress))
     calibration = epoch_batches(trained.weight_half, config.batch_size, config.seed, 0, device,
                                 data)
     with discretized(model, calibration):
@@ -525,7 +545,6 @@ def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits
         "supernet_test_acc": accuracy(model, data.test, device, data),
         "final_train_loss": trained.history[-1]["train_loss"],
     }
-    extra: dict[str, Any] = {}
     if table is not None:
         extra["cost_target"] = {
             **cost_summary(model, table, config.cost_target, config.penalty_weight,
@@ -550,6 +569,7 @@ def summarize(config: DartsConfig, trained: TrainedSupernet, data: DatasetSplits
         "data": data.describe(),
         "config": dataclasses.asdict(config),
         "world_size": _rank_and_world()[1],
+        "selection": config.selection,
         **extra,
         "best": {
             "arch": arch,

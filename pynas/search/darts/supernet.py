@@ -46,7 +46,7 @@ OperationFactory = Callable[[str, int, int], nn.Module | None]
 
 MIXED_OP_KINDS = ("fused", "reference")
 #: the logit that removes an operation (or an edge) when discretizing: softmax gives it 0
-_REMOVED = -1e4
+REMOVED = -1e4
 
 
 class NodeCombine:
@@ -308,6 +308,9 @@ class Supernet(ArchitectureMixin, nn.Module):
     cell_kinds: tuple[str, ...]
     operations: tuple[str, ...]
     skip_kinds: tuple[str, ...]
+    #: whether the discretized cell keeps every edge (nb201) or drops some (darts: two
+    #: input edges per node), an edge it drops getting ``none`` in :meth:`discrete_choices`
+    keeps_every_edge: bool
     discrete_space: SearchSpace
 
     def __init__(
@@ -408,12 +411,12 @@ class Supernet(ArchitectureMixin, nn.Module):
         for kind, choices in self.discrete_choices().items():
             alpha = getattr(self, f"alpha_{kind}")
             chosen = torch.tensor(choices, device=alpha.device)
-            logits[f"alpha_{kind}"] = torch.full_like(alpha, _REMOVED).scatter_(
+            logits[f"alpha_{kind}"] = torch.full_like(alpha, REMOVED).scatter_(
                 1, chosen.unsqueeze(1), 0.0
             )
             if hasattr(self, f"beta_{kind}"):
                 kept = torch.zeros(len(choices), dtype=alpha.dtype, device=alpha.device)
-                logits[f"beta_{kind}"] = kept.masked_fill(chosen == none, _REMOVED)
+                logits[f"beta_{kind}"] = kept.masked_fill(chosen == none, REMOVED)
         return logits
 
 
@@ -442,6 +445,7 @@ class DartsSupernet(Supernet):
     cell_kinds = ("normal", "reduce")
     operations = OPERATIONS
     skip_kinds = ("normal",)
+    keeps_every_edge = False
 
     def __init__(
         self,
